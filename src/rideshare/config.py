@@ -1,0 +1,64 @@
+"""Every address and tunable of RideShare, in one typed place.
+
+Each field is read from an environment variable named ``RIDESHARE_<FIELD>`` (for example
+``RIDESHARE_ORCHESTRATOR_PORT``). The README's settings table lists them all.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RIDESHARE_", extra="ignore")
+
+    # Where each part listens (host and port), and how the parts find each other.
+    host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    users_port: int = 8081
+    rides_port: int = 8082
+    orchestrator_port: int = 8090
+    gateway_url: str = "http://127.0.0.1:8080"
+    orchestrator_url: str = "http://127.0.0.1:8090"
+    public_name: str = "rideshare"
+
+    # Backing servers.
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    zk_hosts: str = "127.0.0.1:2181"
+    pg_dsn: str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+
+    # Names, so that several stacks (for example test runs) can share one set of servers.
+    queue_prefix: str = ""
+    zk_root: str = "/rideshare"
+    db_prefix: str = "rideshare"
+    run_dir: Path = Path(".run")
+
+    # Behaviour.
+    timezone: str = "UTC"
+    write_timeout_s: float = 10.0
+    read_timeout_s: float = 10.0
+    read_wait_s: float = 5.0
+    batch_size: int = 256
+    zk_session_timeout_s: float = 6.0
+    worker_start_timeout_s: float = 60.0
+    reconcile_interval_s: float = 0.5
+
+    # Scaling (SPEC §5 "Scaling").
+    scale_interval: float = 120.0
+    reads_per_slave: int = 20
+    max_slaves: int = 10
+    initial_slaves: int = 1
+
+    # How workers are run: "process" (local child processes) or "docker".
+    runtime: str = "process"
+
+    # Processes per HTTP service (uvicorn workers).
+    service_processes: int = 1
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,156 @@
+"""The coordination backend: ZooKeeper through kazoo, behind one small interface.
+
+Layout under the root (``RIDESHARE_ZK_ROOT``, default ``/rideshare``)::
+
+    workers/<id>   ephemeral, JSON {"pid", "role", "log_position", "started_at", "ready"}
+    epoch          persistent, JSON {"epoch": n, "master": "<worker id>"}; its version makes
+                   every change a compare-and-set, so two elections can never both win
+
+Kazoo runs its own threads; every callback given here is handed to the asyncio loop with
+``call_soon_threadsafe``, and blocking calls run in a thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kazoo.client import KazooClient, KazooState
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Epoch:
+    number: int
+    master: str | None
+    version: int = -1  # the znode version it was read at; -1: the node does not exist yet
+
+
+class Coordinator:
+    def __init__(self, hosts: str, root: str, session_timeout_s: float) -> None:
+        self.root = root.rstrip("/")
+        self._zk = KazooClient(hosts=hosts, timeout=session_timeout_s)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_lost: list[Callable[[], None]] = []
+
+    # --- connection ----------------------------------------------------------------------------
+
+    async def start(self, timeout_s: float = 15.0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._zk.add_listener(self._state_listener)
+        await asyncio.to_thread(self._zk.start, timeout_s)
+        await asyncio.to_thread(self._zk.ensure_path, f"{self.root}/workers")
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._zk.stop)
+        await asyncio.to_thread(self._zk.close)
+
+    def on_session_lost(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs on the loop when the session expires: ephemeral nodes are gone."""
+        self._on_lost.append(callback)
+
+    def _state_listener(self, state: str) -> None:
+        if state == KazooState.LOST and self._loop is not None:
+            for callback in self._on_lost:
+                self._loop.call_soon_threadsafe(callback)
+
+    @property
+    def session_id(self) -> int | None:
+        sid = self._zk.client_id
+        return sid[0] if sid else None
+
+    def _threadsafe(self, callback: Callable[..., None]) -> Callable[..., None]:
+        loop = self._loop
+        assert loop is not None, "start() first"
+
+        def call(*args: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(callback, *args)
+
+        return call
+
+    # --- workers -------------------------------------------------------------------------------
+
+    def _worker_path(self, worker_id: str) -> str:
+        return f"{self.root}/workers/{worker_id}"
+
+    async def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        try:
+            await asyncio.to_thread(
+                self._zk.create, self._worker_path(worker_id), orjson.dumps(info), ephemeral=True)
+        except NodeExistsError:
+            await self.update_worker(worker_id, info)
+
+    async def update_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        await asyncio.to_thread(self._zk.set, self._worker_path(worker_id), orjson.dumps(info))
+
+    async def unregister_worker(self, worker_id: str) -> None:
+        try:
+            await asyncio.to_thread(self._zk.delete, self._worker_path(worker_id))
+        except NoNodeError:
+            pass
+
+    async def workers(self) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self._workers_blocking)
+
+    def _workers_blocking(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for child in self._zk.get_children(f"{self.root}/workers"):
+            try:
+                data, _ = self._zk.get(self._worker_path(child))
+            except NoNodeError:
+                continue
+            out[child] = orjson.loads(data)
+        return out
+
+    def watch_workers(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs on the loop whenever a worker joins or leaves."""
+        notify = self._threadsafe(callback)
+        self._zk.ChildrenWatch(f"{self.root}/workers", lambda _children: notify())
+
+    # --- epoch -----------------------------------------------------------------------------------
+
+    async def epoch(self) -> Epoch:
+        return await asyncio.to_thread(self._epoch_blocking)
+
+    def _epoch_blocking(self) -> Epoch:
+        try:
+            data, stat = self._zk.get(f"{self.root}/epoch")
+        except NoNodeError:
+            return Epoch(0, None)
+        value = orjson.loads(data)
+        return Epoch(value["epoch"], value.get("master"), stat.version)
+
+    async def advance_epoch(self, seen: Epoch, master: str) -> Epoch | None:
+        """Name ``master`` for the epoch after ``seen``; None if someone changed it first."""
+        data = orjson.dumps({"epoch": seen.number + 1, "master": master})
+        path = f"{self.root}/epoch"
+        try:
+            if seen.version < 0:
+                await asyncio.to_thread(self._zk.create, path, data, makepath=True)
+                return Epoch(seen.number + 1, master, 0)
+            stat = await asyncio.to_thread(self._zk.set, path, data, seen.version)
+            return Epoch(seen.number + 1, master, stat.version)
+        except (BadVersionError, NodeExistsError):
+            return None
+
+    def watch_epoch(self, callback: Callable[[Epoch], None]) -> None:
+        notify = self._threadsafe(callback)
+
+        def on_change(data: bytes | None, stat: Any) -> None:
+            if data:
+                value = orjson.loads(data)
+                notify(Epoch(value["epoch"], value.get("master"), stat.version))
+
+        self._zk.DataWatch(f"{self.root}/epoch", on_change)
+
+    # --- for tests and tools ------------------------------------------------------------------
+
+    async def delete_tree(self) -> None:
+        await asyncio.to_thread(self._zk.delete, self.root, recursive=True)

@@ -1,0 +1,1 @@
+"""The gateway: nginx with path-based routing, configured from a template."""

@@ -1,0 +1,1 @@
+"""What every RideShare HTTP service shares: error model, request counter, app factory."""

@@ -1,0 +1,57 @@
+"""The AMQP topology both ends agree on, and the small helpers around it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from rideshare.protocol import queue_names
+
+
+@dataclass
+class Topology:
+    write_queue: AbstractQueue
+    read_queue: AbstractQueue
+    sync_exchange: AbstractExchange
+    names: dict[str, str]
+
+
+async def connect(url: str, name: str) -> AbstractRobustConnection:
+    """A robust connection: it reconnects and restores its channels, queues and consumers."""
+    return await aio_pika.connect_robust(url, client_properties={"connection_name": name},
+                                         timeout=15)
+
+
+async def declare(channel: AbstractChannel, prefix: str) -> Topology:
+    names = queue_names(prefix)
+    write_queue = await channel.declare_queue(names["write"], durable=True)
+    read_queue = await channel.declare_queue(names["read"], durable=True)
+    sync_exchange = await channel.declare_exchange(
+        names["sync"], aio_pika.ExchangeType.FANOUT, durable=True)
+    return Topology(write_queue, read_queue, sync_exchange, names)
+
+
+def message(body: dict[str, Any], *, persistent: bool = False, **properties: Any) -> aio_pika.Message:
+    mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+    return aio_pika.Message(orjson.dumps(body), delivery_mode=mode,
+                            content_type="application/json", **properties)
+
+
+async def reply(channel: AbstractChannel, request: AbstractIncomingMessage,
+                body: dict[str, Any]) -> None:
+    """Answer a request on its ``reply_to`` queue with its correlation id."""
+    if not request.reply_to:
+        return
+    await channel.default_exchange.publish(
+        message(body, correlation_id=request.correlation_id), routing_key=request.reply_to,
+        mandatory=False)

@@ -1,0 +1,305 @@
+"""Worker supervision: one reconciliation loop compares what should run (one master, N slaves)
+with what runs, and fixes the difference. A crash, a scaling decision and an orchestrator restart
+all go through the same code path.
+
+``plan`` is the decision, a pure function; ``Cluster`` does the I/O around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rideshare.config import Settings
+from rideshare.dcs import Coordinator, Epoch
+from rideshare.orchestrator.rpc import Rpc
+from rideshare.orchestrator.runtime.base import WorkerHandle, WorkerRuntime
+from rideshare.orchestrator.runtime.process import _pid_alive
+from rideshare.orchestrator.scaler import ReadWindow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Observed:
+    alive: dict[str, WorkerHandle]  # from the runtime: whose process runs
+    roles: dict[str, str]  # from ZooKeeper: worker id -> "starting" | "slave" | "master"
+    epoch: Epoch
+    retiring: frozenset[str]
+    desired_slaves: int
+
+
+@dataclass
+class Plan:
+    elect: str | None = None  # name this slave master of the next epoch
+    start_master: bool = False  # no worker at all: start one that adopts the best database
+    kill: list[str] = field(default_factory=list)
+    start_slaves: int = 0
+    retire: list[str] = field(default_factory=list)
+
+
+def elect(candidates: dict[str, WorkerHandle]) -> str | None:
+    """The spec's rule: the live slave with the lowest PID."""
+    if not candidates:
+        return None
+    return min(candidates.values(), key=lambda h: h.pid).worker_id
+
+
+def plan(seen: Observed) -> Plan:
+    out = Plan()
+    serving = {w: h for w, h in seen.alive.items() if w not in seen.retiring}
+    master = seen.epoch.master if seen.epoch.master in serving else None
+    if master is None:
+        ready = {w: h for w, h in serving.items() if seen.roles.get(w) == "slave"}
+        out.elect = elect(ready)
+        if out.elect is None:
+            # Nobody can take over. Workers still starting wait for a master that will never
+            # come: stop them, and start a master from the most advanced database left.
+            out.kill = list(serving)
+            out.start_master = True
+            return out
+        master = out.elect
+    slaves = sorted((h for w, h in serving.items() if w != master), key=lambda h: h.started_at)
+    if len(slaves) < seen.desired_slaves:
+        out.start_slaves = seen.desired_slaves - len(slaves)
+    elif len(slaves) > seen.desired_slaves:
+        out.retire = [h.worker_id for h in slaves[seen.desired_slaves:]]
+    return out
+
+
+def new_worker_id() -> str:
+    new_worker_id.last = max(int(time.time() * 1000), getattr(new_worker_id, "last", 0) + 1)
+    return f"w{new_worker_id.last:x}"
+
+
+class Cluster:
+    def __init__(self, settings: Settings, dcs: Coordinator, runtime: WorkerRuntime,
+                 rpc: Rpc) -> None:
+        self.settings = settings
+        self.dcs = dcs
+        self.runtime = runtime
+        self.rpc = rpc
+        self.window = ReadWindow(settings.scale_interval, settings.reads_per_slave,
+                                 settings.max_slaves)
+        self.desired_slaves = settings.initial_slaves
+        self.epoch = Epoch(0, None)
+        self.znodes: dict[str, dict[str, Any]] = {}
+        self.retiring: set[str] = set()
+        self._to_drop: set[str] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failed_starts = 0  # workers in a row that died before they were ready
+        self._next_start_at = 0.0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.dcs.start()
+        self.epoch = await self.dcs.epoch()
+        self.rpc.epoch = self.epoch.number
+        await self._adopt_running_workers()
+        self.dcs.watch_workers(self.wake)
+        self.dcs.watch_epoch(self._on_epoch)
+        self._task = asyncio.create_task(self._loop(), name="reconcile")
+
+    async def _adopt_running_workers(self) -> None:
+        """After an orchestrator restart: take charge of the workers already running."""
+        self.znodes = await self.dcs.workers()
+        for worker_id, info in self.znodes.items():
+            if _pid_alive(info["pid"]):
+                self.runtime.adopt(worker_id, info["pid"], info.get("started_at", 0.0))
+                self.rpc.acked_position = max(self.rpc.acked_position, info["log_position"])
+        if self.znodes:
+            slaves = sum(1 for i in self.znodes.values() if i["role"] != "master")
+            self.desired_slaves = max(self.desired_slaves, slaves)
+            log.info("adopted %d running workers", len(self.znodes))
+
+    async def stop(self) -> None:
+        """Stop every worker gracefully (their data stays), then the loop."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        alive = self.runtime.alive()
+        master = self.epoch.master
+        for worker_id in sorted(alive, key=lambda w: w == master):  # slaves first
+            self.runtime.stop(worker_id)
+        deadline = time.monotonic() + 15
+        while self.runtime.alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for worker_id in self.runtime.alive():
+            log.warning("worker %s ignored SIGTERM; killing it", worker_id)
+            self.runtime.kill(worker_id)
+        self.runtime.reap()
+        await self.dcs.stop()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _on_epoch(self, epoch: Epoch) -> None:
+        if epoch.number >= self.epoch.number:
+            self.epoch = epoch
+            self.rpc.epoch = epoch.number
+        self.wake()
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_s)
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except Exception:
+                log.exception("reconciliation failed; trying again")
+                await asyncio.sleep(1.0)
+
+    async def reconcile(self) -> None:
+        for worker_id in self.runtime.reap():
+            log.info("worker %s has exited%s", worker_id,
+                     " (retired)" if worker_id in self.retiring else "")
+            if self.znodes.get(worker_id, {}).get("role", "starting") == "starting":
+                self._failed_starts += 1
+                delay = min(10.0, 0.25 * 2 ** self._failed_starts)
+                self._next_start_at = time.monotonic() + delay
+                log.warning("worker %s died before it was ready; next start in %.1f s "
+                            "(see its log in %s)", worker_id, delay, self.settings.run_dir)
+            self.retiring.discard(worker_id)
+            self._to_drop.add(worker_id)
+        self._scale()
+        self.znodes = await self.dcs.workers()
+        if any(i["role"] != "starting" for i in self.znodes.values()):
+            self._failed_starts = 0
+        seen = Observed(self.runtime.alive(), {w: i["role"] for w, i in self.znodes.items()},
+                        self.epoch, frozenset(self.retiring), self.desired_slaves)
+        todo = plan(seen)
+        for worker_id in todo.kill:
+            self.runtime.kill(worker_id)
+        if time.monotonic() < self._next_start_at:
+            todo.start_master, todo.start_slaves = False, 0
+        if todo.start_master:
+            await self._start_master()
+            return
+        if todo.elect is not None:
+            await self._elect(todo.elect)
+        for _ in range(todo.start_slaves):
+            await self.runtime.start(new_worker_id(), adopt=False)
+        for worker_id in todo.retire:
+            log.info("scaling down: retiring slave %s", worker_id)
+            self.retiring.add(worker_id)
+            self.runtime.stop(worker_id)
+        await self._drop_dead_databases()
+
+    def _scale(self) -> None:
+        now = time.time()
+        if self.window.due(now):
+            before = self.desired_slaves
+            self.desired_slaves = self.window.close(now, before)
+            if self.desired_slaves != before:
+                log.info("scaling: %d -> %d slaves", before, self.desired_slaves)
+
+    async def _elect(self, worker_id: str) -> None:
+        epoch = await self.dcs.advance_epoch(self.epoch, worker_id)
+        if epoch is None:  # someone moved the epoch first: look again
+            self._on_epoch(await self.dcs.epoch())
+            return
+        log.info("elected %s master of epoch %d", worker_id, epoch.number)
+        self._on_epoch(epoch)
+
+    async def _start_master(self) -> None:
+        worker_id = new_worker_id()
+        epoch = await self.dcs.advance_epoch(self.epoch, worker_id)
+        if epoch is None:
+            self._on_epoch(await self.dcs.epoch())
+            return
+        self._on_epoch(epoch)
+        self._to_drop.clear()  # the new master adopts the best database and drops the rest
+        await self.runtime.start(worker_id, adopt=True)
+
+    async def _drop_dead_databases(self) -> None:
+        """A dead worker's database goes once a live master holds everything it had."""
+        master = self.epoch.master
+        if master is None or self.znodes.get(master, {}).get("role") != "master":
+            return
+        for worker_id in list(self._to_drop):
+            if worker_id != master:
+                self._to_drop.discard(worker_id)
+                await self.runtime.drop_database(worker_id)
+
+    # --- what the API asks -----------------------------------------------------------------
+
+    def master_id(self) -> str | None:
+        master = self.epoch.master
+        return master if master in self.runtime.alive() else None
+
+    def slave_ids(self) -> list[str]:
+        master = self.epoch.master
+        return [w for w in self.runtime.alive() if w != master and w not in self.retiring]
+
+    def worker_pids(self) -> list[int]:
+        return sorted(h.pid for w, h in self.runtime.alive().items() if w not in self.retiring)
+
+    def crash_master(self) -> int | None:
+        master = self.master_id()
+        if master is None:
+            return None
+        pid = self.runtime.alive()[master].pid
+        self.runtime.kill(master)
+        self.wake()
+        return pid
+
+    def crash_slave(self) -> int | None:
+        alive = self.runtime.alive()
+        slaves = [alive[w] for w in self.slave_ids()]
+        if not slaves:
+            return None
+        victim = max(slaves, key=lambda h: h.pid)
+        self.runtime.kill(victim.worker_id)
+        self.wake()
+        return victim.pid
+
+    def describe(self) -> dict[str, Any]:
+        """The shape of GET /api/v1/cluster (SPEC §5)."""
+        alive = self.runtime.alive()
+        master = self.epoch.master
+        master_position = self.znodes.get(master or "", {}).get("log_position", 0)
+        workers = []
+        for worker_id, handle in sorted(alive.items(), key=lambda kv: kv[1].pid):
+            info = self.znodes.get(worker_id, {})
+            position = info.get("log_position", 0)
+            role = "master" if worker_id == master else "slave"
+            workers.append({"id": worker_id, "pid": handle.pid, "role": role,
+                            "state": info.get("role", "starting") if worker_id not in
+                            self.retiring else "retiring",
+                            "log_position": position,
+                            "lag": 0 if role == "master" else max(0, master_position - position)})
+        started = self.window.started_at
+        return {
+            "epoch": self.epoch.number,
+            "workers": workers,
+            "slaves": {"desired": self.desired_slaves, "actual": len(self.slave_ids())},
+            "scaling": {
+                "interval_s": self.window.interval_s,
+                "reads_per_slave": self.window.reads_per_slave,
+                "max_slaves": self.window.max_slaves,
+                "window_reads": self.window.reads,
+                "window_started_at": _iso(started) if started is not None else None,
+                "decisions": [{"at": _iso(d.at), "window_reads": d.window_reads,
+                               "slaves_before": d.slaves_before, "slaves_after": d.slaves_after}
+                              for d in self.window.decisions],
+            },
+            "acked_position": self.rpc.acked_position,
+        }
+
+
+def _iso(t: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC).isoformat()

@@ -1,0 +1,1 @@
+"""The rides service (SPEC §3)."""

@@ -1,0 +1,40 @@
+"""How the rides service learns whether a user exists: one HTTP request to the users service,
+through the gateway, with ``Origin: <public_name>`` (SPEC §3; it counts in the users ``_count``).
+
+It uses the process's single keep-alive ``httpx.AsyncClient``. A name that no user can have
+(see ``users.rules``) is refused without a request: it could never exist, and names like ``..``
+would not even reach the right path through a proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+import httpx
+
+from rideshare.config import Settings
+from rideshare.http.errors import ApiError
+from rideshare.users.rules import username_problem
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "The users service is not answering; try again in a moment."
+
+
+async def user_exists(http: httpx.AsyncClient, settings: Settings, username: str) -> bool:
+    """True if the users service knows ``username``; a 503 ApiError if it cannot tell."""
+    if username_problem(username) is not None:
+        return False
+    url = f"{settings.gateway_url.rstrip('/')}/api/v1/users/{quote(username, safe='')}"
+    try:
+        response = await http.get(url, headers={"Origin": settings.public_name})
+    except httpx.HTTPError as exc:
+        log.warning("users service unreachable at %s: %r", url, exc)
+        raise ApiError(UNAVAILABLE, 503, {"Retry-After": "1"}) from None
+    if response.status_code == 200:
+        return True
+    if response.status_code == 404:
+        return False
+    log.warning("users service answered %s for %s", response.status_code, url)
+    raise ApiError(UNAVAILABLE, 503, {"Retry-After": "1"})

@@ -1,0 +1,3 @@
+from rideshare.worker.main import main
+
+main()

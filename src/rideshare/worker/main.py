@@ -1,0 +1,171 @@
+"""One worker program for both roles: the role is decided, and can change, while it runs.
+
+``python -m rideshare.worker --id ID [--adopt]`` runs a worker; ``--drop-database ID`` removes a
+dead worker's database (the orchestrator's runtime calls it, so the orchestrator itself never
+touches a database).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from rideshare.config import Settings, get_settings
+from rideshare.dcs import Coordinator, Epoch
+from rideshare.messaging import connect
+from rideshare.worker.roles import Context, MasterRole, SlaveRole
+from rideshare.worker.store import Store, adopt_best_database, database_name, drop_database
+
+log = logging.getLogger("rideshare.worker")
+
+
+def fatal(reason: str) -> None:
+    """Stop acting in any role at once: the orchestrator replaces us."""
+    log.error("stopping now: %s", reason)
+    logging.shutdown()
+    os._exit(3)
+
+
+class Worker:
+    def __init__(self, ctx: Context, dcs: Coordinator) -> None:
+        self.ctx = ctx
+        self.dcs = dcs
+        self.role: MasterRole | SlaveRole | None = None
+        self.role_name = "starting"
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._epochs: asyncio.Queue[Epoch] = asyncio.Queue()
+        self._published: dict[str, Any] = {}
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "role": self.role_name, "log_position": self.ctx.position,
+                "epoch": self.ctx.epoch, "started_at": self.started_at,
+                "ready": self.role_name != "starting"}
+
+    async def publish_state(self) -> None:
+        info = self.info()
+        if info != self._published:
+            await self.dcs.update_worker(self.ctx.worker_id, info)
+            self._published = info
+
+    async def run(self) -> None:
+        await self.dcs.register_worker(self.ctx.worker_id, self.info())
+        self.dcs.on_session_lost(lambda: fatal("ZooKeeper session expired"))
+        epoch = await self.dcs.epoch()
+        self.dcs.watch_epoch(self._epochs.put_nowait)
+        if epoch.master == self.ctx.worker_id:
+            await self._become_master(epoch)
+        else:
+            self.role = SlaveRole(self.ctx)
+            await self.role.start()
+            self.role_name = "slave"
+        await self.publish_state()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        watchers = [asyncio.create_task(self._follow_epochs()),
+                    asyncio.create_task(self._heartbeat())]
+        await self._stop.wait()
+        for task in watchers:
+            task.cancel()
+        await self.shutdown()
+
+    async def _become_master(self, epoch: Epoch) -> None:
+        self.ctx.epoch = epoch.number
+        await self.ctx.store.set_log_state(self.ctx.position, epoch.number)
+        self.role = MasterRole(self.ctx)
+        await self.role.start()
+        self.role_name = "master"
+
+    async def _follow_epochs(self) -> None:
+        while True:
+            epoch = await self._epochs.get()
+            mine = epoch.master == self.ctx.worker_id
+            if mine and isinstance(self.role, SlaveRole):
+                log.info("elected master of epoch %s", epoch.number)
+                slave = self.role
+                await slave.stop_reads()
+                await slave.drain()
+                await slave.stop()
+                self.ctx.position = slave.applied
+                await self._become_master(epoch)
+                await self.publish_state()
+            elif not mine and isinstance(self.role, MasterRole) and epoch.number > self.ctx.epoch:
+                fatal(f"deposed: epoch {epoch.number} names {epoch.master}")
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await self.publish_state()
+
+    async def shutdown(self) -> None:
+        """A graceful stop (scale-down or ``rideshare down``): no read in flight is dropped."""
+        log.info("stopping gracefully")
+        if self.role is not None:
+            await self.role.stop()
+        with contextlib.suppress(Exception):
+            await self.dcs.unregister_worker(self.ctx.worker_id)
+        with contextlib.suppress(Exception):
+            await self.dcs.stop()
+        with contextlib.suppress(Exception):
+            await self.ctx.connection.close()
+        await self.ctx.store.close()
+
+
+async def run_worker(settings: Settings, worker_id: str, adopt: bool) -> None:
+    dbname = database_name(settings.db_prefix, worker_id)
+    if adopt:
+        await adopt_best_database(settings.pg_dsn, settings.db_prefix, dbname)
+    store = await Store.open(settings.pg_dsn, dbname)
+    state = await store.log_state()
+    connection = await connect(settings.amqp_url, f"worker-{worker_id}")
+    dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
+    await dcs.start()
+    ctx = Context(settings, worker_id, store, connection, state.position, state.epoch)
+    worker = Worker(ctx, dcs)
+
+    def on_task_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is not None and not isinstance(exc, asyncio.CancelledError):
+            log.error("unhandled error: %s", context.get("message"), exc_info=exc)
+            fatal("a role task failed")
+
+    asyncio.get_running_loop().set_exception_handler(on_task_error)
+    await worker.run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="rideshare-worker")
+    parser.add_argument("--id", help="this worker's id")
+    parser.add_argument("--adopt", action="store_true",
+                        help="take over the most advanced existing worker database")
+    parser.add_argument("--drop-database", metavar="ID", help="drop a dead worker's database")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s worker {args.id or '-'} %(levelname)s %(message)s")
+    if args.drop_database:
+        asyncio.run(drop_database(settings.pg_dsn,
+                                  database_name(settings.db_prefix, args.drop_database)))
+        return
+    if not args.id:
+        parser.error("--id is required")
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(run_worker(settings, args.id, args.adopt))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The two roles a worker can play: master (writes) and slave (reads, and a copy of the log).
+
+Both run the same code and share one database; ``main.py`` switches a worker from slave to master
+when an election names it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from aiormq.exceptions import ChannelAccessRefused
+from psycopg_pool import AsyncConnectionPool
+
+from rideshare.config import Settings
+from rideshare.messaging import Topology, declare, message, reply
+from rideshare.protocol import KIND_MARKER, KIND_SNAPSHOT, PROTOCOL_VERSION, Query, parse_read
+from rideshare.worker.replication import (
+    PositionWaiters,
+    Verdict,
+    apply_entries,
+    judge,
+    request_snapshot,
+)
+from rideshare.worker.store import Conflict, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Context:
+    """What both roles need from the worker that runs them."""
+
+    settings: Settings
+    worker_id: str
+    store: Store
+    connection: AbstractRobustConnection
+    position: int
+    epoch: int
+
+
+class MasterRole:
+    """The only consumer of writeQ: group commit, then replicate, then reply, then ack."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._consumer_tag: str | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sync_channel = await self.ctx.connection.channel(publisher_confirms=True)
+        self._reply_channel = await self.ctx.connection.channel(publisher_confirms=False)
+        self.topology: Topology = await declare(self._sync_channel, self.ctx.settings.queue_prefix)
+        self._loop_task = asyncio.create_task(self._batches(), name="master-batches")
+        await self._take_write_queue()
+        log.info("master of epoch %s from log position %s", self.ctx.epoch, self.ctx.position)
+
+    async def _take_write_queue(self) -> None:
+        """Consume writeQ exclusively; while a deposed master still holds it, keep asking."""
+        while True:
+            channel = await self.ctx.connection.channel()
+            await channel.set_qos(prefetch_count=self.ctx.settings.batch_size)
+            queue = await channel.declare_queue(
+                self.topology.names["write"], durable=True)
+            try:
+                self._consumer_tag = await queue.consume(self._inbox.put_nowait, exclusive=True)
+                self._write_channel, self._write_queue = channel, queue
+                return
+            except ChannelAccessRefused:
+                log.warning("writeQ still has another consumer; waiting for it to go")
+                await asyncio.sleep(0.2)
+
+    async def stop(self) -> None:
+        if self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._write_queue.cancel(self._consumer_tag)
+        if self._loop_task is not None:
+            while not self._inbox.empty():  # finish what was already delivered
+                await asyncio.sleep(0.05)
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+
+    async def _batches(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < self.ctx.settings.batch_size and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            await self._process(batch)
+
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+        requests = [(m, orjson.loads(m.body)) for m in batch]
+        writes = [(m, body) for m, body in requests if body.get("kind") != KIND_SNAPSHOT]
+        snapshots = [m for m, body in requests if body.get("kind") == KIND_SNAPSHOT]
+        if writes:
+            await self._commit(writes)
+        for request in snapshots:
+            await reply(self._reply_channel, request, await self.ctx.store.dump())
+        await batch[-1].ack(multiple=True)
+
+    async def _commit(self, writes: list[tuple[AbstractIncomingMessage, dict[str, Any]]]) -> None:
+        store, ctx = self.ctx.store, self.ctx
+        known = await store.applied_results([body["id"] for _, body in writes])
+        entries, answers = [], []
+        position = ctx.position
+        async with store.conn.transaction():
+            for request, body in writes:
+                write_id = body["id"]
+                if write_id not in known:
+                    position += 1
+                    try:
+                        resolved, results = await store.apply(body["ops"], position, resolve=True)
+                        result = {"ok": True, "position": position, "results": results}
+                    except Conflict as exc:
+                        resolved, result = [], {"ok": False, "status": 409, "error": str(exc),
+                                                "position": position}
+                    await store.record_write(write_id, position, result)
+                    entries.append({"position": position, "id": write_id, "ops": resolved,
+                                    "result": result})
+                    known[write_id] = result
+                answers.append((request, known[write_id]))
+            if entries:
+                await store.set_log_state(position, ctx.epoch)
+        ctx.position = position
+        if entries:
+            await self.topology.sync_exchange.publish(
+                message({"v": PROTOCOL_VERSION, "epoch": ctx.epoch, "entries": entries},
+                        persistent=True),
+                routing_key="", mandatory=False)
+        for request, result in answers:
+            await reply(self._reply_channel, request, {**result, "epoch": ctx.epoch})
+
+
+class SlaveRole:
+    """Follows the log from a snapshot, and answers reads once it has applied far enough."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.waiters = PositionWaiters()
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._stream_epoch = ctx.epoch
+        self._reads_in_flight: set[asyncio.Task[None]] = set()
+        self._marker: asyncio.Future[None] | None = None
+        self._read_tag: str | None = None
+        self._apply_task: asyncio.Task[None] | None = None
+
+    @property
+    def applied(self) -> int:
+        return self.waiters.applied
+
+    async def start(self) -> None:
+        settings = self.ctx.settings
+        self._sync_channel: AbstractChannel = await self.ctx.connection.channel()
+        await self._sync_channel.set_qos(prefetch_count=64)
+        self.topology = await declare(self._sync_channel, settings.queue_prefix)
+        self._sync_queue: AbstractQueue = await self._sync_channel.declare_queue(
+            f"{self.topology.names['sync']}.{self.ctx.worker_id}", exclusive=True)
+        await self._sync_queue.bind(self.topology.sync_exchange)
+        self._sync_tag = await self._sync_queue.consume(self._inbox.put_nowait)
+        await self._load_snapshot()
+        self._apply_task = asyncio.create_task(self._apply_log(), name="slave-apply")
+        self._reply_channel = await self.ctx.connection.channel(publisher_confirms=False)
+        self._read_channel = await self.ctx.connection.channel()
+        await self._read_channel.set_qos(prefetch_count=32)
+        self._pool = AsyncConnectionPool(
+            self.ctx.store.conn.info.dsn, min_size=1, max_size=4, open=False,
+            kwargs={"autocommit": True, "row_factory": self.ctx.store.conn.row_factory})
+        await self._pool.open(wait=True, timeout=30)
+        read_queue = await self._read_channel.declare_queue(self.topology.names["read"],
+                                                            durable=True)
+        self._read_queue = read_queue
+        self._read_tag = await read_queue.consume(self._on_read)
+        log.info("slave serving reads from log position %s", self.applied)
+
+    async def _load_snapshot(self) -> None:
+        snapshot = await request_snapshot(
+            self.ctx.connection, self.topology.names["write"],
+            self.ctx.settings.worker_start_timeout_s)
+        await self.ctx.store.load(snapshot)
+        self._stream_epoch = max(self._stream_epoch, snapshot["epoch"])
+        self.waiters.advance(snapshot["position"])
+        self.ctx.position, self.ctx.epoch = snapshot["position"], self._stream_epoch
+        log.info("loaded snapshot at log position %s", snapshot["position"])
+
+    async def _apply_log(self) -> None:
+        while True:
+            incoming = await self._inbox.get()
+            batch = orjson.loads(incoming.body)
+            if batch.get("kind") == KIND_MARKER:
+                await incoming.ack()
+                if self._marker is not None and not self._marker.done():
+                    self._marker.set_result(None)
+                continue
+            decision = judge(batch, self.applied, self._stream_epoch)
+            if decision.verdict is Verdict.APPLY:
+                try:
+                    await apply_entries(self.ctx.store, decision.entries, decision.epoch)
+                except Conflict as exc:
+                    log.error("log entry refused (%s): reloading a snapshot", exc)
+                    await self._load_snapshot()
+                    await incoming.ack()
+                    continue
+                self._stream_epoch = decision.epoch
+                self.ctx.position, self.ctx.epoch = decision.entries[-1]["position"], decision.epoch
+                self.waiters.advance(self.ctx.position)
+            elif decision.verdict is Verdict.RESNAPSHOT:
+                log.warning("%s: reloading a snapshot", decision.reason)
+                await self._load_snapshot()
+            else:
+                self._stream_epoch = max(self._stream_epoch, decision.epoch)
+            await incoming.ack()
+
+    async def _on_read(self, incoming: AbstractIncomingMessage) -> None:
+        task = asyncio.create_task(self._serve_read(incoming))
+        self._reads_in_flight.add(task)
+        task.add_done_callback(self._reads_in_flight.discard)
+
+    async def _serve_read(self, incoming: AbstractIncomingMessage) -> None:
+        try:
+            body = orjson.loads(incoming.body)
+            request = parse_read({"queries": body["queries"]})
+            if not await self.waiters.wait_for(body.get("min_position", 0),
+                                               self.ctx.settings.read_wait_s):
+                answer: dict[str, Any] = {
+                    "ok": False, "status": 503,
+                    "error": f"this slave is behind (at {self.applied}, the read needs "
+                             f"{body.get('min_position')}); try again"}
+            else:
+                answer = {"ok": True, "results": await self._query(list(request.queries))}
+        except Exception as exc:  # a bad read must not stop the slave
+            log.exception("read failed")
+            answer = {"ok": False, "status": 400, "error": f"the read failed: {exc}"}
+        await reply(self._reply_channel, incoming, answer)
+        await incoming.ack()
+
+    async def _query(self, queries: list[Query]) -> list[dict[str, Any]]:
+        async with self._pool.connection() as conn:
+            return await Store(conn).query(queries)
+
+    async def stop_reads(self) -> None:
+        """Take no new reads and finish those in flight: nothing a client waits on is dropped."""
+        if self._read_tag is not None:
+            with contextlib.suppress(Exception):
+                await self._read_queue.cancel(self._read_tag)
+            self._read_tag = None
+        # Reads delivered but not started are given back to readQ for the other slaves.
+        await asyncio.gather(*self._reads_in_flight, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._read_channel.close()
+
+    async def drain(self) -> None:
+        """Apply everything already in our sync queue: a note to ourselves marks its end."""
+        self._marker = asyncio.get_running_loop().create_future()
+        await self._sync_channel.default_exchange.publish(
+            message({"v": PROTOCOL_VERSION, "kind": KIND_MARKER}), routing_key=self._sync_queue.name)
+        await self._marker
+
+    async def stop(self) -> None:
+        await self.stop_reads()
+        if self._apply_task is not None:
+            self._apply_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._apply_task
+        with contextlib.suppress(Exception):
+            await self._sync_queue.delete(if_unused=False, if_empty=False)
+        with contextlib.suppress(Exception):
+            await self._sync_channel.close()
+        with contextlib.suppress(Exception):
+            await self._pool.close()

@@ -1,0 +1,367 @@
+"""A worker's own PostgreSQL database: its schema, applying operations, answering queries.
+
+The master applies operations with ``resolve=True``: it decides generated values (ride ids from
+counters that never go back, log positions) and returns the operations with those values filled in.
+A slave applies those resolved operations as they are, so every copy stores the same facts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from rideshare.protocol import Condition, Operation, Query
+from rideshare.schema import TABLES, ColumnType, Generated, Table
+
+log = logging.getLogger(__name__)
+
+_OPERATORS = {"eq": "=", "ne": "<>", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_CLEAR_ORDER = ("ride_members", "rides", "users")  # children first
+_META_DDL = (
+    "CREATE TABLE IF NOT EXISTS log_state (id int PRIMARY KEY CHECK (id = 1),"
+    " position bigint NOT NULL, epoch bigint NOT NULL)",
+    "INSERT INTO log_state VALUES (1, 0, 0) ON CONFLICT DO NOTHING",
+    "CREATE TABLE IF NOT EXISTS id_counters (name text PRIMARY KEY, value bigint NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS applied_writes (write_id text PRIMARY KEY,"
+    " position bigint NOT NULL, result jsonb NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS applied_writes_position ON applied_writes (position)",
+)
+#: Tables a snapshot carries, parents before children; meta tables included.
+SNAPSHOT_TABLES = ("users", "rides", "ride_members", "request_counts", "id_counters",
+                   "applied_writes")
+
+
+class Conflict(Exception):
+    """A constraint refused the write (duplicate key, missing referenced row)."""
+
+
+@dataclass(frozen=True)
+class LogState:
+    position: int
+    epoch: int
+
+
+def database_name(db_prefix: str, worker_id: str) -> str:
+    return f"{db_prefix}_{worker_id}"
+
+
+def _table_ddl(table: Table) -> list[sql.Composed]:
+    columns = []
+    for c in table.columns:
+        kind = sql.SQL("bigint" if c.type is ColumnType.INT else "text")
+        parts = [sql.Identifier(c.name), kind]
+        if not c.nullable:
+            parts.append(sql.SQL("NOT NULL"))
+        if c.references:
+            ref_table, ref_column = c.references.split(".")
+            parts.append(sql.SQL("REFERENCES {} ({}) ON DELETE CASCADE").format(
+                sql.Identifier(ref_table), sql.Identifier(ref_column)))
+        columns.append(sql.SQL(" ").join(parts))
+    columns.append(sql.SQL("PRIMARY KEY ({})").format(
+        sql.SQL(", ").join(map(sql.Identifier, table.primary_key))))
+    statements = [sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+        sql.Identifier(table.name), sql.SQL(", ").join(columns))]
+    for index in table.indexes:
+        statements.append(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(f"{table.name}_{'_'.join(index)}"), sql.Identifier(table.name),
+            sql.SQL(", ").join(map(sql.Identifier, index))))
+    return statements
+
+
+def _where(conditions: tuple[Condition, ...]) -> tuple[sql.Composable, list[Any]]:
+    if not conditions:
+        return sql.SQL(""), []
+    parts, params = [], []
+    for c in conditions:
+        if c.operator == "in":
+            parts.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(c.column)))
+            params.append(list(c.value))  # type: ignore[arg-type]
+        else:
+            parts.append(sql.SQL("{} {} %s").format(
+                sql.Identifier(c.column), sql.SQL(_OPERATORS[c.operator])))
+            params.append(c.value)
+    return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
+
+
+def _counter_name(table: str, column: str) -> str:
+    return f"{table}.{column}"
+
+
+class Store:
+    """One worker's database. Not safe for concurrent use: one connection, one caller."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self.conn = conn
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, dsn: str, dbname: str) -> Store:
+        await create_database(dsn, dbname)
+        conn = await psycopg.AsyncConnection.connect(
+            _dsn_for(dsn, dbname), autocommit=True, row_factory=dict_row)
+        store = cls(conn)
+        await store.create_schema()
+        return store
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def create_schema(self) -> None:
+        async with self.conn.transaction():
+            for table in TABLES.values():
+                for statement in _table_ddl(table):
+                    await self.conn.execute(statement)
+            for statement in _META_DDL:
+                await self.conn.execute(statement)
+
+    async def log_state(self) -> LogState:
+        cur = await self.conn.execute("SELECT position, epoch FROM log_state WHERE id = 1")
+        row = await cur.fetchone()
+        assert row is not None
+        return LogState(row["position"], row["epoch"])
+
+    async def set_log_state(self, position: int, epoch: int) -> None:
+        await self.conn.execute(
+            "UPDATE log_state SET position = %s, epoch = %s WHERE id = 1", (position, epoch))
+
+    # --- writes --------------------------------------------------------------------------------
+
+    async def applied_results(self, write_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored result of each write id already applied, so a repeat is answered, not
+        applied twice."""
+        if not write_ids:
+            return {}
+        cur = await self.conn.execute(
+            "SELECT write_id, result FROM applied_writes WHERE write_id = ANY(%s)", (write_ids,))
+        return {row["write_id"]: row["result"] for row in await cur.fetchall()}
+
+    async def record_write(self, write_id: str, position: int, result: dict[str, Any]) -> None:
+        await self.conn.execute(
+            "INSERT INTO applied_writes (write_id, position, result) VALUES (%s, %s, %s)"
+            " ON CONFLICT (write_id) DO NOTHING",
+            (write_id, position, orjson.dumps(result).decode()))
+
+    async def apply(
+        self, ops: list[dict[str, Any]], position: int, resolve: bool
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Apply one write's operations in a savepoint: all or none.
+
+        Returns (the operations with generated values filled in, one result per operation).
+        Raises ``Conflict`` (after rolling the savepoint back) when a constraint refuses it.
+        """
+        resolved, results = [], []
+        try:
+            async with self.conn.transaction():
+                for op in ops:
+                    done, result = await self._apply_one(op, position, resolve)
+                    resolved.append(done)
+                    results.append(result)
+        except psycopg.errors.IntegrityError as exc:
+            detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
+            raise Conflict(detail) from exc
+        return resolved, results
+
+    async def _apply_one(
+        self, op: dict[str, Any], position: int, resolve: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        kind = op["op"]
+        if kind == "clear":
+            for name in _CLEAR_ORDER:
+                await self.conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(name)))
+            return op, {"rowcount": 0}
+        table = TABLES[op["table"]]
+        if kind == "insert":
+            return await self._insert(table, op, position, resolve)
+        if kind == "update":
+            where, params = _where(_conditions(op["where"]))
+            assignments = [sql.SQL("{} = %s").format(sql.Identifier(k)) for k in op["set"]]
+            assignments += [sql.SQL("{0} = {0} + %s").format(sql.Identifier(k)) for k in op["add"]]
+            statement = sql.SQL("UPDATE {} SET {}").format(
+                sql.Identifier(table.name), sql.SQL(", ").join(assignments)) + where
+            cur = await self.conn.execute(
+                statement, [*op["set"].values(), *op["add"].values(), *params])
+            return op, {"rowcount": cur.rowcount}
+        if kind == "delete":
+            where, params = _where(_conditions(op["where"]))
+            cur = await self.conn.execute(
+                sql.SQL("DELETE FROM {}").format(sql.Identifier(table.name)) + where, params)
+            return op, {"rowcount": cur.rowcount}
+        raise ValueError(f"unknown operation {kind!r}")
+
+    async def _insert(
+        self, table: Table, op: dict[str, Any], position: int, resolve: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        values = dict(op["values"])
+        generated: dict[str, Any] = {}
+        for column in table.columns:
+            if column.generated is Generated.POSITION and column.name not in values:
+                values[column.name] = generated[column.name] = position
+            elif column.generated is Generated.COUNTER:
+                name = _counter_name(table.name, column.name)
+                if column.name in values:
+                    await self.conn.execute(
+                        "INSERT INTO id_counters VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
+                        " SET value = GREATEST(id_counters.value, EXCLUDED.value)",
+                        (name, values[column.name]))
+                elif resolve:
+                    cur = await self.conn.execute(
+                        "INSERT INTO id_counters VALUES (%s, 1) ON CONFLICT (name) DO UPDATE"
+                        " SET value = id_counters.value + 1 RETURNING value", (name,))
+                    row = await cur.fetchone()
+                    assert row is not None
+                    values[column.name] = generated[column.name] = row["value"]
+        statement = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, values)),
+            sql.SQL(", ").join(sql.Placeholder() * len(values)))
+        if op.get("on_conflict") == "ignore":
+            statement += sql.SQL(" ON CONFLICT DO NOTHING")
+        cur = await self.conn.execute(statement, list(values.values()))
+        return {**op, "values": values}, {"rowcount": cur.rowcount, "generated": generated}
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    async def query(self, queries: list[Query]) -> list[dict[str, Any]]:
+        """Answer every query from one snapshot."""
+        async with self.conn.transaction():
+            if len(queries) > 1:
+                await self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            return [await self._query_one(q) for q in queries]
+
+    async def _query_one(self, q: Query) -> dict[str, Any]:
+        where, params = _where(q.where)
+        table = sql.Identifier(q.table)
+        if q.count:
+            cur = await self.conn.execute(
+                sql.SQL("SELECT count(*) AS n FROM {}").format(table) + where, params)
+            row = await cur.fetchone()
+            return {"count": row["n"] if row else 0}
+        statement = sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(map(sql.Identifier, q.columns)), table) + where
+        if q.order_by:
+            statement += sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(o.column), sql.SQL("DESC" if o.desc else "ASC"))
+                for o in q.order_by)
+        if q.limit:
+            statement += sql.SQL(" LIMIT {}").format(sql.Literal(q.limit))
+        cur = await self.conn.execute(statement, params)
+        return {"rows": await cur.fetchall()}
+
+    # --- snapshots -------------------------------------------------------------------------------
+
+    async def dump(self) -> dict[str, Any]:
+        """A consistent copy of everything, with the log position it reflects."""
+        async with self.conn.transaction():
+            await self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            state = await self.log_state()
+            tables = {}
+            for name in SNAPSHOT_TABLES:
+                cur = await self.conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(name)))
+                tables[name] = [list(row.values()) for row in await cur.fetchall()]
+        return {"position": state.position, "epoch": state.epoch, "tables": tables}
+
+    async def load(self, snapshot: dict[str, Any]) -> None:
+        """Replace everything with ``snapshot``, in one transaction."""
+        async with self.conn.transaction():
+            for name in reversed(SNAPSHOT_TABLES):
+                await self.conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(name)))
+            for name in SNAPSHOT_TABLES:
+                rows = snapshot["tables"].get(name, [])
+                if not rows:
+                    continue
+                if name == "applied_writes":
+                    rows = [[r[0], r[1], orjson.dumps(r[2]).decode()] for r in rows]
+                async with self.conn.cursor() as cur:
+                    async with cur.copy(sql.SQL("COPY {} FROM STDIN").format(
+                            sql.Identifier(name))) as copy:
+                        for row in rows:
+                            await copy.write_row(row)
+            await self.set_log_state(snapshot["position"], snapshot["epoch"])
+
+    async def checksum(self) -> str:
+        """A digest of every user-data table, to compare copies."""
+        parts = []
+        for name in ("users", "rides", "ride_members", "request_counts"):
+            table = TABLES[name]
+            cur = await self.conn.execute(
+                sql.SQL("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY {})), '') AS h"
+                        " FROM {} t").format(
+                    sql.SQL(", ").join(map(sql.Identifier, table.primary_key)),
+                    sql.Identifier(name)))
+            row = await cur.fetchone()
+            parts.append(f"{name}:{row['h'] if row else ''}")
+        return ";".join(parts)
+
+
+def _conditions(raw: dict[str, Any]) -> tuple[Condition, ...]:
+    """Conditions as they travel on the queues: {column: {operator: value}}."""
+    out = []
+    for column, spec in raw.items():
+        ((operator, value),) = spec.items()
+        out.append(Condition(column, operator, tuple(value) if operator == "in" else value))
+    return tuple(out)
+
+
+def _dsn_for(dsn: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+async def create_database(dsn: str, dbname: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+        if await cur.fetchone() is None:
+            try:
+                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            except psycopg.errors.DuplicateDatabase:
+                pass
+
+
+async def drop_database(dsn: str, dbname: str) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        await conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+
+
+async def worker_databases(dsn: str, db_prefix: str) -> dict[str, int]:
+    """Every database of this deployment's workers, with the log position it holds."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (db_prefix + "_",))
+        names = [row[0] for row in await cur.fetchall()]
+    positions = {}
+    for name in names:
+        try:
+            async with await psycopg.AsyncConnection.connect(_dsn_for(dsn, name)) as conn:
+                cur = await conn.execute("SELECT position FROM log_state WHERE id = 1")
+                row = await cur.fetchone()
+                positions[name] = row[0] if row else 0
+        except psycopg.Error:
+            positions[name] = -1  # unreadable: never adopted, dropped
+    return positions
+
+
+async def adopt_best_database(dsn: str, db_prefix: str, dbname: str) -> int:
+    """Make ``dbname`` the copy with the highest log position (the last master's), dropping the
+    others: used when a deployment starts with no live worker, so data survives down and up."""
+    positions = await worker_databases(dsn, db_prefix)
+    if not positions:
+        return 0
+    best = max(positions, key=lambda n: positions[n])
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        for name in positions:
+            if name not in (best, dbname):
+                await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(name)))
+        if best != dbname and positions[best] >= 0:
+            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(dbname)))
+            await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(best), sql.Identifier(dbname)))
+    log.info("adopted database %s (log position %s) as %s", best, positions[best], dbname)
+    return max(positions[best], 0)
