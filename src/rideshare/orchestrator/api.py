@@ -132,6 +132,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def cluster_state() -> Response:
         return json_response(cluster.describe())
 
+    @app.put("/api/v1/cluster/slaves")
+    async def set_slaves(request: Request) -> Response:
+        """(beyond) Set the desired number of slaves now; the next scaling window may change
+        it again. Body: ``{"desired": n}`` with 1 <= n <= max_slaves."""
+        body = await _body(request)
+        desired = body.get("desired") if isinstance(body, dict) else None
+        if isinstance(desired, bool) or not isinstance(desired, int) or not (
+                1 <= desired <= settings.max_slaves):
+            return error(400, f"Send {{\"desired\": n}} with n from 1 to {settings.max_slaves}.")
+        cluster.desired_slaves = desired
+        cluster.wake()
+        return json_response(cluster.describe()["slaves"])
+
     @app.get("/health")
     async def health() -> Response:
         """Ready once a master and at least one slave serve."""

@@ -1,0 +1,162 @@
+"""What the integration and fault tests share: a real stack on free ports, and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+RIDESHARE = [sys.executable, "-m", "rideshare.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.1) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after the bound."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(every_s)
+    raise AssertionError(f"{what}: not true after {timeout_s} s (last: {last!r})")
+
+
+async def wait_until_async(check: Callable[[], Awaitable[T]], timeout_s: float, what: str,
+                           every_s: float = 0.1) -> T:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+            if last:
+                return last
+        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
+            last = exc
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"{what}: not true after {timeout_s} s (last: {last!r})")
+
+
+@dataclass
+class RunningStack:
+    """One RideShare stack of our own: its own ports, queues, ZooKeeper root and databases."""
+
+    run_dir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:8])
+
+    def __post_init__(self) -> None:
+        ports = {k: free_port() for k in ("gateway", "users", "rides", "orchestrator")}
+        self.env = {
+            **os.environ,
+            "RIDESHARE_GATEWAY_PORT": str(ports["gateway"]),
+            "RIDESHARE_USERS_PORT": str(ports["users"]),
+            "RIDESHARE_RIDES_PORT": str(ports["rides"]),
+            "RIDESHARE_ORCHESTRATOR_PORT": str(ports["orchestrator"]),
+            "RIDESHARE_GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
+            "RIDESHARE_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['orchestrator']}",
+            "RIDESHARE_QUEUE_PREFIX": f"{self.name}.",
+            "RIDESHARE_ZK_ROOT": f"/rideshare-test/{self.name}",
+            "RIDESHARE_DB_PREFIX": f"rs{self.name}",
+            "RIDESHARE_RUN_DIR": str(self.run_dir),
+            **self.overrides,
+        }
+        self.gateway_url = self.env["RIDESHARE_GATEWAY_URL"]
+        self.orchestrator_url = self.env["RIDESHARE_ORCHESTRATOR_URL"]
+        self.users_url = f"http://127.0.0.1:{ports['users']}"
+        self.rides_url = f"http://127.0.0.1:{ports['rides']}"
+
+    def cli(self, *args: str, timeout_s: float = 150) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*RIDESHARE, *args], env=self.env, cwd=ROOT, text=True,
+                              capture_output=True, timeout=timeout_s)
+
+    def up(self) -> None:
+        done = self.cli("up", "--detach")
+        if done.returncode != 0:
+            raise RuntimeError(f"rideshare up failed:\n{done.stdout}\n{done.stderr}\n"
+                               f"{self.logs()}")
+
+    def down(self) -> None:
+        done = self.cli("down")
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    def logs(self) -> str:
+        out = []
+        for path in sorted((self.run_dir / "logs").glob("*.log")):
+            out.append(f"--- {path.name}\n" + path.read_text(errors="replace")[-3000:])
+        stack_log = self.run_dir / "stack.log"
+        if stack_log.exists():
+            out.append("--- stack.log\n" + stack_log.read_text(errors="replace")[-3000:])
+        return "\n".join(out)
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.run_dir / "stack.json").read_text())
+
+    def restart_service(self, name: str) -> None:
+        """SIGTERM one service; the supervisor starts it again; wait until it answers."""
+        old = self.state()["parts"][name]["pid"]
+        os.kill(old, signal.SIGTERM)
+        url = {"users": self.users_url, "rides": self.rides_url}[name]
+        wait_until(lambda: self.state()["parts"][name]["pid"] != old, 30, f"{name} restarted")
+        wait_until(lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200, 30,
+                   f"{name} answers again")
+
+    def cluster(self) -> dict[str, Any]:
+        return httpx.get(f"{self.orchestrator_url}/api/v1/cluster", timeout=5).json()
+
+    def cleanup(self) -> None:
+        """Remove this stack's queues, ZooKeeper nodes and databases."""
+        subprocess.run([sys.executable, str(ROOT / "tests" / "cleanup.py")], env=self.env,
+                       timeout=60, check=False)
+
+
+def worker_copies(stack: RunningStack) -> dict[str, tuple[int, str]]:
+    """Each live worker's (log position, checksum of every user-data table), read straight from
+    its database: how a test proves that copies agree."""
+    import psycopg
+
+    from rideshare.schema import TABLES
+
+    out = {}
+    dsn = stack.env.get("RIDESHARE_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+    for worker in stack.cluster()["workers"]:
+        dbname = f"{stack.env['RIDESHARE_DB_PREFIX']}_{worker['id']}"
+        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=dbname)) as conn:
+            position = conn.execute("SELECT position FROM log_state").fetchone()[0]
+            parts = []
+            for name in ("users", "rides", "ride_members", "request_counts"):
+                key = ", ".join(TABLES[name].primary_key)
+                row = conn.execute(
+                    f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY {key})), '')"
+                    f" FROM {name} t").fetchone()
+                parts.append(f"{name}:{row[0]}:{row[1]}")
+            out[worker["id"]] = (position, ";".join(parts))
+    return out
+
+
+def copies_agree(stack: RunningStack) -> dict[str, tuple[int, str]] | None:
+    """The copies when every worker holds the same position and the same data, else None."""
+    copies = worker_copies(stack)
+    return copies if len(set(copies.values())) == 1 else None
