@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
 from rideshare.orchestrator.cluster import Cluster
-from rideshare.orchestrator.rpc import Rpc, RpcTimeout, StaleEpoch
+from rideshare.orchestrator.rpc import Rpc, RpcTimeout, RpcUnavailable, StaleEpoch
 from rideshare.orchestrator.runtime.base import WorkerRuntime
 from rideshare.protocol import BadRequest, Clear, WriteRequest, parse_read, parse_write
 
@@ -77,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except StaleEpoch:
             return error(503, "The master that answered has been deposed; retry with the same"
                               " 'id'.")
+        except RpcUnavailable as exc:
+            return error(503, f"The message broker is unreachable ({exc}); retry with the same"
+                              " 'id'.")
         if not answer.get("ok"):
             return error(answer.get("status", 503), answer.get("error", "The write failed."))
         return json_response({"position": answer["position"], "results": answer["results"]})
@@ -96,6 +99,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             answer = await rpc.read(read, settings.read_timeout_s)
         except RpcTimeout:
             return error(503, f"No slave answered within {settings.read_timeout_s} s; retry.")
+        except RpcUnavailable as exc:
+            return error(503, f"The message broker is unreachable ({exc}); retry.")
         if not answer.get("ok"):
             return error(answer.get("status", 503), answer.get("error", "The read failed."))
         results = answer["results"]

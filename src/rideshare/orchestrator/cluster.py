@@ -31,6 +31,7 @@ class Observed:
     epoch: Epoch
     retiring: frozenset[str]
     desired_slaves: int
+    registered: frozenset[str] = frozenset()  # ids ever seen in ZooKeeper
 
 
 @dataclass
@@ -51,7 +52,11 @@ def elect(candidates: dict[str, WorkerHandle]) -> str | None:
 
 def plan(seen: Observed) -> Plan:
     out = Plan()
-    serving = {w: h for w, h in seen.alive.items() if w not in seen.retiring}
+    # A worker whose znode is gone has lost its ZooKeeper session: it must not act any more.
+    out.kill = [w for w in seen.alive if w in seen.registered and w not in seen.roles
+                and w not in seen.retiring]
+    serving = {w: h for w, h in seen.alive.items()
+               if w not in seen.retiring and w not in out.kill}
     master = seen.epoch.master if seen.epoch.master in serving else None
     if master is None:
         ready = {w: h for w, h in serving.items() if seen.roles.get(w) == "slave"}
@@ -59,7 +64,7 @@ def plan(seen: Observed) -> Plan:
         if out.elect is None:
             # Nobody can take over. Workers still starting wait for a master that will never
             # come: stop them, and start a master from the most advanced database left.
-            out.kill = list(serving)
+            out.kill += list(serving)
             out.start_master = True
             return out
         master = out.elect
@@ -93,6 +98,7 @@ class Cluster:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._registered: set[str] = set()
         self._failed_starts = 0  # workers in a row that died before they were ready
         self._next_start_at = 0.0
 
@@ -177,10 +183,15 @@ class Cluster:
         self.znodes = await self.dcs.workers()
         if any(i["role"] != "starting" for i in self.znodes.values()):
             self._failed_starts = 0
-        seen = Observed(self.runtime.alive(), {w: i["role"] for w, i in self.znodes.items()},
-                        self.epoch, frozenset(self.retiring), self.desired_slaves)
+        alive = self.runtime.alive()
+        self._registered = {w for w in self._registered if w in alive} | (
+            set(self.znodes) & set(alive))
+        seen = Observed(alive, {w: i["role"] for w, i in self.znodes.items()},
+                        self.epoch, frozenset(self.retiring), self.desired_slaves,
+                        frozenset(self._registered))
         todo = plan(seen)
         for worker_id in todo.kill:
+            log.warning("killing worker %s: its ZooKeeper session is gone", worker_id)
             self.runtime.kill(worker_id)
         if time.monotonic() < self._next_start_at:
             todo.start_master, todo.start_slaves = False, 0
@@ -279,6 +290,7 @@ class Cluster:
                             "state": info.get("role", "starting") if worker_id not in
                             self.retiring else "retiring",
                             "log_position": position,
+                            "reads_served": info.get("reads_served", 0),
                             "lag": 0 if role == "master" else max(0, master_position - position)})
         started = self.window.started_at
         return {

@@ -14,6 +14,8 @@ import os
 import uuid
 from typing import Any
 
+import aio_pika
+import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
@@ -26,6 +28,10 @@ log = logging.getLogger(__name__)
 
 class RpcTimeout(Exception):
     """No worker answered in time."""
+
+
+class RpcUnavailable(Exception):
+    """The broker connection is down (it is being restored)."""
 
 
 class StaleEpoch(Exception):
@@ -80,6 +86,9 @@ class Rpc:
             return await asyncio.wait_for(future, timeout_s)
         except TimeoutError as exc:
             raise RpcTimeout from exc
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException,
+                ConnectionError, RuntimeError) as exc:
+            raise RpcUnavailable(str(exc) or type(exc).__name__) from exc
         finally:
             self._pending.pop(correlation_id, None)
 

@@ -47,7 +47,8 @@ class Worker:
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "role": self.role_name, "log_position": self.ctx.position,
                 "epoch": self.ctx.epoch, "started_at": self.started_at,
-                "ready": self.role_name != "starting"}
+                "ready": self.role_name != "starting",
+                "reads_served": getattr(self.role, "reads_served", 0)}
 
     async def publish_state(self) -> None:
         info = self.info()

@@ -154,6 +154,7 @@ class SlaveRole:
         self._marker: asyncio.Future[None] | None = None
         self._read_tag: str | None = None
         self._apply_task: asyncio.Task[None] | None = None
+        self.reads_served = 0
 
     @property
     def applied(self) -> int:
@@ -238,6 +239,7 @@ class SlaveRole:
                              f"{body.get('min_position')}); try again"}
             else:
                 answer = {"ok": True, "results": await self._query(list(request.queries))}
+                self.reads_served += 1
         except Exception as exc:  # a bad read must not stop the slave
             log.exception("read failed")
             answer = {"ok": False, "status": 400, "error": f"the read failed: {exc}"}
