@@ -44,7 +44,7 @@ class DBBadRequest(DBError):
 def _raise_for(response: httpx.Response) -> None:
     try:
         message = response.json().get("error", response.text)
-    except ValueError:
+    except (ValueError, AttributeError):
         message = response.text
     cls = {409: DBConflict, 400: DBBadRequest}.get(response.status_code, DBUnavailable)
     raise cls(message, response.status_code)
@@ -55,7 +55,10 @@ class DBClient:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_s, connect=5.0),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256),
+            # Idle connections are dropped before the server's keep-alive (5 s) can close them
+            # under a request in flight.
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=256,
+                                keepalive_expiry=2.0),
         )
 
     async def close(self) -> None:

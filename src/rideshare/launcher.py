@@ -47,7 +47,8 @@ class Stack:
     def _uvicorn(self, factory: str, port: int, processes: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "--factory", factory, "--host",
                 self.settings.host, "--port", str(port), "--no-access-log",
-                "--workers", str(processes), "--timeout-graceful-shutdown", "20"]
+                "--workers", str(processes), "--timeout-graceful-shutdown", "20",
+                "--timeout-keep-alive", "75"]
 
     def build(self) -> None:
         from rideshare.gateway.render import nginx_command, render_config
@@ -65,7 +66,7 @@ class Stack:
                  f"{base}:{s.users_port}/health", s.users_port),
             Part("rides", self._uvicorn("rideshare.rides.app:create_app", s.rides_port, n),
                  f"{base}:{s.rides_port}/health", s.rides_port),
-            Part("gateway", nginx_command(conf), f"{base}:{s.gateway_port}/api/v1/_count",
+            Part("gateway", nginx_command(conf), f"{base}:{s.gateway_port}/health",
                  s.gateway_port),
         ]
 

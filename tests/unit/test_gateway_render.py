@@ -179,6 +179,42 @@ def test_body_of_one_mib_passes(gateway: str) -> None:
     assert response.status_code == 200
 
 
+def _raw(gateway: str, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    """Send bytes no HTTP client library would send; returns status line, headers, body."""
+    host, port = gateway.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GARBAGE\r\n\r\n", 400),
+        (b"GET /x HTTP/1.1\r\n\r\n", 400),  # no Host
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET /api/v1/users HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 400),
+        (b"POST /api/v1/rides HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+         b"Connection: close\r\n\r\n100001\r\n" + b"a" * 0x100001 + b"\r\n0\r\n\r\n", 413),
+        (b"GET /_gateway_error/500 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404),
+    ],
+)
+def test_nginx_own_errors_are_json(gateway: str, request_bytes: bytes, status: int) -> None:
+    status_line, headers, body = _raw(gateway, request_bytes)
+    assert status_line.split()[1] == str(status).encode()
+    assert headers["content-type"].startswith("application/json")
+    assert "error" in json.loads(body)
+
+
 def test_upstream_down_is_502_json(tmp_path: Path) -> None:
     port = free_port()
     conf = render_config(_settings(port), tmp_path,

@@ -28,6 +28,7 @@ from rideshare.http.errors import ApiError, install_error_handlers, json_respons
 
 MAX_BODY_BYTES = 1024 * 1024  # as the gateway: more is a 413, also on a service port
 
+FLUSH_INTERVAL_S = 0.2  # how often each process adds its counted requests to _count
 _METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
 REQUESTS = Counter(
     "rideshare_http_requests_total", "HTTP requests answered, by route template and status.",
@@ -154,10 +155,16 @@ def create_service_app(
             timeout_s=max(settings.write_timeout_s, settings.read_timeout_s) + 5.0,
         )
         http = httpx.AsyncClient(
-            timeout=httpx.Timeout(5.0, connect=2.0),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            # the users service may itself wait up to read_timeout_s for the DBaaS
+            timeout=httpx.Timeout(settings.read_timeout_s + 5.0, connect=2.0),
+            # idle connections are dropped well before the gateway's keepalive_timeout (65 s)
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64,
+                                keepalive_expiry=30.0),
         )
-        counter = RequestCounter(db, service)
+        counter = RequestCounter(
+            db, service, interval_s=FLUSH_INTERVAL_S, timeout_s=settings.write_timeout_s + 5.0,
+            settle_s=1.5 * FLUSH_INTERVAL_S if settings.service_processes > 1 else 0.0,
+        )
         app.state.db, app.state.http, app.state.counter = db, http, counter
         counter.start()
         try:

@@ -14,23 +14,29 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-from rideshare.dbclient import DBClient
+from rideshare.dbclient import DBClient, DBUnavailable
 
 log = logging.getLogger(__name__)
 
 TABLE = "request_counts"
+T = TypeVar("T")
 
 
 class RequestCounter:
     def __init__(
-        self, db: DBClient, service: str, interval_s: float = 0.2, timeout_s: float = 5.0
+        self, db: DBClient, service: str, interval_s: float = 0.2, timeout_s: float = 5.0,
+        settle_s: float = 0.0,
     ) -> None:
         self._db = db
         self.service = service
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        # With several processes per service, each holds its own delta: _count waits this long
+        # first, so that the others' background flushes (every interval_s) have landed.
+        self.settle_s = settle_s
         self._pending = 0
         self._inflight: tuple[str, int] | None = None  # (write id, delta) of an unconfirmed flush
         self._lock = asyncio.Lock()
@@ -62,8 +68,15 @@ class RequestCounter:
             self._inflight = (f"count:{self.service}:{uuid.uuid4().hex}", self._pending)
             self._pending = 0
         write_id, delta = self._inflight
-        await asyncio.wait_for(self._db.write(self._ops(add=delta), write_id), self.timeout_s)
+        await self._bounded(self._db.write(self._ops(add=delta), write_id))
         self._inflight = None
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        """``call`` within ``timeout_s``; a timeout is the DBaaS not answering (a 503)."""
+        try:
+            return await asyncio.wait_for(call, self.timeout_s)
+        except TimeoutError:
+            raise DBUnavailable(f"no answer within {self.timeout_s} s") from None
 
     async def flush(self) -> None:
         """Send what has been counted; raises (keeping the delta for a retry) when it fails."""
@@ -72,23 +85,24 @@ class RequestCounter:
 
     async def value(self) -> int:
         """The persisted count after flushing this process's delta (for ``GET _count``)."""
+        if self.settle_s:
+            await asyncio.sleep(self.settle_s)
         async with self._lock:
             await self._flush_locked()
-            answer = await asyncio.wait_for(
-                self._db.read(
-                    {"table": TABLE, "columns": ["count"], "where": {"service": self.service}}
-                ),
-                self.timeout_s,
-            )
+            answer = await self._bounded(self._db.read(
+                {"table": TABLE, "columns": ["count"], "where": {"service": self.service}}
+            ))
         rows = answer.get("rows") or []
         return int(rows[0]["count"]) if rows else 0
 
     async def reset(self) -> None:
         """Set the count to 0 and drop what this process had not flushed (``DELETE _count``)."""
+        if self.settle_s:
+            await asyncio.sleep(self.settle_s)
         async with self._lock:
             self._pending = 0
             self._inflight = None
-            await asyncio.wait_for(self._db.write(self._ops(set_to=0)), self.timeout_s)
+            await self._bounded(self._db.write(self._ops(set_to=0)))
 
     async def _run(self) -> None:
         while True:

@@ -1,7 +1,6 @@
 """The orchestrator's side of the queues: publish a request, await its reply.
 
-One robust AMQP connection for the whole process; writes are published persistent with publisher
-confirms; replies for every request in flight arrive on ``responseQ`` and are matched by
+One robust AMQP connection for the whole process; writes are published persistent; replies for every request in flight arrive on ``responseQ`` and are matched by
 correlation id, so thousands of requests can wait at once without a thread each.
 """
 
@@ -51,11 +50,9 @@ class Rpc:
 
     async def start(self) -> None:
         self.connection = await connect(self._url, "orchestrator")
-        self._publish_channel: AbstractChannel = await self.connection.channel(
-            publisher_confirms=True)
         self._fast_channel: AbstractChannel = await self.connection.channel(
             publisher_confirms=False)
-        self.topology: Topology = await declare(self._publish_channel, self._prefix)
+        self.topology: Topology = await declare(self._fast_channel, self._prefix)
         self._reply_channel = await self.connection.channel()
         replies = await self._reply_channel.declare_queue(
             self.topology.names["response"], durable=False, auto_delete=False)
@@ -77,8 +74,11 @@ class Rpc:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
-            channel = self._publish_channel if persistent else self._fast_channel
-            await channel.default_exchange.publish(
+            # No publisher confirm is awaited here: a write is acknowledged only once the master
+            # has committed it and the slaves' queues hold it, which the master's own confirmed
+            # publish to syncQ proves. A message the broker loses is a timeout (503), never a
+            # lost acknowledged write.
+            await self._fast_channel.default_exchange.publish(
                 message(body, persistent=persistent, correlation_id=correlation_id,
                         reply_to=self.topology.names["response"],
                         expiration=timeout_s),

@@ -74,12 +74,17 @@ class MasterRole:
             queue = await channel.declare_queue(
                 self.topology.names["write"], durable=True)
             try:
-                self._consumer_tag = await queue.consume(self._inbox.put_nowait, exclusive=True)
+                self._consumer_tag = await queue.consume(self._deliver, exclusive=True)
                 self._write_channel, self._write_queue = channel, queue
                 return
             except ChannelAccessRefused:
                 log.warning("writeQ still has another consumer; waiting for it to go")
                 await asyncio.sleep(0.2)
+
+    async def _deliver(self, incoming: AbstractIncomingMessage) -> None:
+        # A plain method, not ``Queue.put_nowait``: aio-pika formats its callback's repr, and a
+        # queue's repr prints every message waiting in it.
+        self._inbox.put_nowait(incoming)
 
     async def stop(self) -> None:
         if self._consumer_tag is not None:
@@ -168,7 +173,7 @@ class SlaveRole:
         self._sync_queue: AbstractQueue = await self._sync_channel.declare_queue(
             f"{self.topology.names['sync']}.{self.ctx.worker_id}", exclusive=True)
         await self._sync_queue.bind(self.topology.sync_exchange)
-        self._sync_tag = await self._sync_queue.consume(self._inbox.put_nowait)
+        self._sync_tag = await self._sync_queue.consume(self._deliver)
         await self._load_snapshot()
         self._apply_task = asyncio.create_task(self._apply_log(), name="slave-apply")
         self._reply_channel = await self.ctx.connection.channel(publisher_confirms=False)
@@ -183,6 +188,9 @@ class SlaveRole:
         self._read_queue = read_queue
         self._read_tag = await read_queue.consume(self._on_read)
         log.info("slave serving reads from log position %s", self.applied)
+
+    async def _deliver(self, incoming: AbstractIncomingMessage) -> None:
+        self._inbox.put_nowait(incoming)
 
     async def _load_snapshot(self) -> None:
         snapshot = await request_snapshot(
