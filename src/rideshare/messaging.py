@@ -41,7 +41,8 @@ async def declare(channel: AbstractChannel, prefix: str) -> Topology:
     return Topology(write_queue, read_queue, sync_exchange, names)
 
 
-def message(body: dict[str, Any], *, persistent: bool = False, **properties: Any) -> aio_pika.Message:
+def message(body: dict[str, Any], *, persistent: bool = False,
+            **properties: Any) -> aio_pika.Message:
     mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
     return aio_pika.Message(orjson.dumps(body), delivery_mode=mode,
                             content_type="application/json", **properties)

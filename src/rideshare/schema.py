@@ -8,15 +8,15 @@ Values are always bound as parameters; names only ever come from here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class ColumnType(str, Enum):
+class ColumnType(StrEnum):
     TEXT = "text"
     INT = "int"
 
 
-class Generated(str, Enum):
+class Generated(StrEnum):
     """Values the master decides, so that every slave stores the same fact."""
 
     POSITION = "position"  # the log position of the write (orders rows by creation)

@@ -1,6 +1,7 @@
 """The orchestrator's side of the queues: publish a request, await its reply.
 
-One robust AMQP connection for the whole process; writes are published persistent; replies for every request in flight arrive on ``responseQ`` and are matched by
+One robust AMQP connection for the whole process; writes are published persistent; replies
+for every request in flight arrive on ``responseQ`` and are matched by
 correlation id, so thousands of requests can wait at once without a thread each.
 """
 
@@ -19,8 +20,14 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
 from rideshare.messaging import Topology, connect, declare, message
-from rideshare.protocol import KIND_WRITE, PROTOCOL_VERSION, ReadRequest, WriteRequest
-from rideshare.protocol import operation_json, query_json
+from rideshare.protocol import (
+    KIND_WRITE,
+    PROTOCOL_VERSION,
+    ReadRequest,
+    WriteRequest,
+    operation_json,
+    query_json,
+)
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -19,7 +19,7 @@ from rideshare.worker.store import Conflict, Store
 log = logging.getLogger(__name__)
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     APPLY = "apply"
     SKIP = "skip"  # already applied, or from a deposed master
     RESNAPSHOT = "resnapshot"  # a gap or a divergence: only a fresh snapshot makes it right

@@ -273,7 +273,8 @@ class SlaveRole:
         """Apply everything already in our sync queue: a note to ourselves marks its end."""
         self._marker = asyncio.get_running_loop().create_future()
         await self._sync_channel.default_exchange.publish(
-            message({"v": PROTOCOL_VERSION, "kind": KIND_MARKER}), routing_key=self._sync_queue.name)
+            message({"v": PROTOCOL_VERSION, "kind": KIND_MARKER}),
+            routing_key=self._sync_queue.name)
         await self._marker
 
     async def stop(self) -> None:

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from rideshare.protocol import Condition, Operation, Query
+from rideshare.protocol import Condition, Query
 from rideshare.schema import TABLES, ColumnType, Generated, Table
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,8 @@ class Store:
             sql.SQL(", ").join(map(sql.Identifier, q.columns)), table) + where
         if q.order_by:
             statement += sql.SQL(" ORDER BY ") + sql.SQL(", ").join(
-                sql.SQL("{} {}").format(sql.Identifier(o.column), sql.SQL("DESC" if o.desc else "ASC"))
+                sql.SQL("{} {}").format(sql.Identifier(o.column),
+                                        sql.SQL("DESC" if o.desc else "ASC"))
                 for o in q.order_by)
         if q.limit:
             statement += sql.SQL(" LIMIT {}").format(sql.Literal(q.limit))
@@ -262,7 +263,8 @@ class Store:
             state = await self.log_state()
             tables = {}
             for name in SNAPSHOT_TABLES:
-                cur = await self.conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(name)))
+                cur = await self.conn.execute(
+                    sql.SQL("SELECT * FROM {}").format(sql.Identifier(name)))
                 tables[name] = [list(row.values()) for row in await cur.fetchall()]
         return {"position": state.position, "epoch": state.epoch, "tables": tables}
 

@@ -45,7 +45,8 @@ class ProcessRuntime:
         handle = WorkerHandle(worker_id, child.pid, time.time())
         self._children[worker_id] = child
         self._handles[worker_id] = handle
-        log.info("started worker %s, pid %s%s", worker_id, child.pid, " (adopting)" if adopt else "")
+        log.info("started worker %s, pid %s%s", worker_id, child.pid,
+                 " (adopting)" if adopt else "")
         return handle
 
     def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle:
