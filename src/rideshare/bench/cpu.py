@@ -100,7 +100,8 @@ class CpuSample:
         return sample
 
     def end(self) -> dict[str, float]:
-        """Percent of one core per group over the cell, plus ``machine`` (every process)."""
+        """Percent of one core per group over the cell, plus ``machine`` (every process) and
+        ``other`` (machine minus the groups: whatever else ran, which makes a figure noisy)."""
         wall = time.perf_counter() - self.wall_start
         out: dict[str, float] = {}
         for name, pids in self.groups.items():
@@ -114,4 +115,5 @@ class CpuSample:
         busy_d, total_d = busy - self.machine_start[0], total - self.machine_start[1]
         cores = os.cpu_count() or 1
         out["machine"] = round(100 * cores * busy_d / total_d, 1) if total_d > 0 else 0.0
+        out["other"] = round(max(0.0, out["machine"] - sum(out[g] for g in self.groups)), 1)
         return out

@@ -23,7 +23,7 @@ from rich.table import Table
 from rideshare.bench.load import Tick
 
 CPU_COLUMNS = ("gateway", "users", "rides", "orchestrator", "master", "slaves", "postgres",
-               "rabbitmq", "bench client", "machine")
+               "rabbitmq", "bench client", "other", "machine")
 
 
 @dataclass
@@ -104,8 +104,9 @@ def cpu_table(cells: list[dict[str, Any]], title: str) -> TableData:
     rows = [[cell["scenario"], str(cell["clients"]), cell["system"],
              *(f"{cell['cpu'][c]:.0f}" if c in cell.get("cpu", {}) else "" for c in present)]
             for cell in cells]
-    note = ("CPU seconds / wall seconds in % of one core (machine = every process; "
-            f"{_cores()} cores = {100 * _cores()} %).")
+    note = ("CPU seconds / wall seconds in % of one core; machine = every process "
+            f"({_cores()} cores = {100 * _cores()} %), other = machine minus the columns before "
+            "it (anything else running on the host).")
     return TableData(title, ["scenario", "clients", "system", *present], rows, note)
 
 
@@ -116,6 +117,17 @@ def errors_table(cells: list[dict[str, Any]]) -> TableData | None:
         return None
     return TableData("unexpected outcomes (status code or exception)",
                      ["scenario", "clients", "system", "errors"], rows)
+
+
+def noise_warning(cells: list[dict[str, Any]], threshold: float = 20.0) -> str | None:
+    """A sentence when other work on the host took CPU during the run (then every figure is
+    pessimistic, RideShare's more than direct's since it needs more CPU per request)."""
+    others = [c["cpu"]["other"] for c in cells if "other" in c.get("cpu", {})]
+    if not others or sum(others) / len(others) < threshold:
+        return None
+    return (f"Other work on this host used {sum(others) / len(others):.0f} % of a core on "
+            f"average during the cells (max {max(others):.0f} %): the figures are noisy; run "
+            "again on a quiet machine to compare.")
 
 
 def _cores() -> int:
@@ -155,6 +167,9 @@ def tables_for(document: dict[str, Any]) -> list[TableData]:
     errors = errors_table(cells)
     if errors:
         out.append(errors)
+    warning = noise_warning(cells)
+    if warning:
+        out[-1].note += "\n\n" + warning
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ class Topology:
                 "slaves": sum(w.get("role") == "slave" for w in workers)}
 
 
-async def backend_pids(pg_dsn: str, match: Any) -> set[int]:
+async def backend_pids(pg_dsn: str, match: Callable[[str], bool]) -> set[int]:
     """PostgreSQL backend pids whose database name satisfies ``match(datname)``."""
     try:
         async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:

@@ -3,7 +3,7 @@
 It wires what the services share so that each service module holds only its own routes: the
 JSON error model, ``GET /health``, ``GET /metrics``, the ``_count`` endpoints and their counting
 middleware, ``POST /api/v1/db/clear``, and a lifespan that opens ONE ``DBClient`` and ONE
-keep-alive ``httpx.AsyncClient`` per process (connection reuse is what keeps the inter-service
+keep-alive ``aiohttp.ClientSession`` per process (connection reuse is what keeps the inter-service
 hop cheap) and closes them, after a last flush of the request count, on shutdown.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from starlette.responses import Response
@@ -154,12 +154,11 @@ def create_service_app(
             settings.orchestrator_url,
             timeout_s=max(settings.write_timeout_s, settings.read_timeout_s) + 5.0,
         )
-        http = httpx.AsyncClient(
+        http = aiohttp.ClientSession(
             # the users service may itself wait up to read_timeout_s for the DBaaS
-            timeout=httpx.Timeout(settings.read_timeout_s + 5.0, connect=2.0),
+            timeout=aiohttp.ClientTimeout(total=settings.read_timeout_s + 5.0, connect=2.0),
             # idle connections are dropped well before the gateway's keepalive_timeout (65 s)
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64,
-                                keepalive_expiry=30.0),
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30.0),
         )
         counter = RequestCounter(
             db, service, interval_s=FLUSH_INTERVAL_S, timeout_s=settings.write_timeout_s + 5.0,
@@ -171,7 +170,7 @@ def create_service_app(
             yield
         finally:
             await counter.stop()
-            await http.aclose()
+            await http.close()
             await db.close()
 
     app = FastAPI(

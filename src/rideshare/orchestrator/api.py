@@ -35,7 +35,12 @@ def make_runtime(settings: Settings) -> WorkerRuntime:
         from rideshare.orchestrator.runtime.process import ProcessRuntime
 
         return ProcessRuntime(settings.run_dir / "logs")
-    raise SystemExit(f"RIDESHARE_RUNTIME={settings.runtime!r} is not known; use 'process'.")
+    if settings.runtime == "docker":
+        from rideshare.orchestrator.runtime.docker import DockerRuntime
+
+        return DockerRuntime(settings)
+    raise SystemExit(f"RIDESHARE_RUNTIME={settings.runtime!r} is not known; use 'process' or "
+                     "'docker'.")
 
 
 async def _body(request: Request) -> Any:

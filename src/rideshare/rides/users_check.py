@@ -1,7 +1,7 @@
 """How the rides service learns whether a user exists: one HTTP request to the users service,
 through the gateway, with ``Origin: <public_name>`` (SPEC §3; it counts in the users ``_count``).
 
-It uses the process's single keep-alive ``httpx.AsyncClient``. A name that no user can have
+It uses the process's single keep-alive ``aiohttp.ClientSession``. A name that no user can have
 (see ``users.rules``) is refused without a request: it could never exist, and names like ``..``
 would not even reach the right path through a proxy.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import quote
 
-import httpx
+import aiohttp
 
 from rideshare.config import Settings
 from rideshare.http.errors import ApiError
@@ -22,19 +22,21 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = "The users service is not answering; try again in a moment."
 
 
-async def user_exists(http: httpx.AsyncClient, settings: Settings, username: str) -> bool:
+async def user_exists(http: aiohttp.ClientSession, settings: Settings, username: str) -> bool:
     """True if the users service knows ``username``; a 503 ApiError if it cannot tell."""
     if username_problem(username) is not None:
         return False
     url = f"{settings.gateway_url.rstrip('/')}/api/v1/users/{quote(username, safe='')}"
     try:
-        response = await http.get(url, headers={"Origin": settings.public_name})
-    except httpx.HTTPError as exc:
+        async with http.get(url, headers={"Origin": settings.public_name}) as response:
+            status = response.status
+            await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         log.warning("users service unreachable at %s: %r", url, exc)
         raise ApiError(UNAVAILABLE, 503, {"Retry-After": "1"}) from None
-    if response.status_code == 200:
+    if status == 200:
         return True
-    if response.status_code == 404:
+    if status == 404:
         return False
-    log.warning("users service answered %s for %s", response.status_code, url)
+    log.warning("users service answered %s for %s", status, url)
     raise ApiError(UNAVAILABLE, 503, {"Retry-After": "1"})

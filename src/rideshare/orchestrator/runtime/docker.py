@@ -1,0 +1,385 @@
+"""Workers as Docker containers, started and killed through the Docker Engine API (the Docker SDK
+for Python), as the original RideShare did.
+
+Each worker is one container from our image (``worker --id ID``) on the stack's network, with the
+orchestrator's own ``RIDESHARE_*`` settings. Its Python process is the container's PID 1, so the
+container's host PID (``State.Pid``) is the worker's PID, and that is what ``worker/list`` and the
+crash APIs report. A container that has ended is removed when it is reaped (its last log lines
+are kept in ``<run_dir>/logs/worker-<id>.log``); none is left behind.
+
+Where the settings leave them empty, the image, the network and the stack's name come from the
+orchestrator's own container: its image, its first network and its compose project. Run outside a
+container (the runtime test), give them: ``RIDESHARE_WORKER_IMAGE``, ``RIDESHARE_DOCKER_NETWORK``
+(a network name, or ``host``) and ``RIDESHARE_DOCKER_STACK``.
+
+The engine's events (in a thread of their own) keep the view of which containers run up to date,
+so ``alive()`` never waits on the engine; ``kill``, ``stop`` and ``reap`` make short calls only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rideshare.config import Settings
+from rideshare.orchestrator.runtime.base import WorkerHandle
+
+log = logging.getLogger(__name__)
+
+LABEL_STACK = "io.rideshare.stack"
+LABEL_WORKER = "io.rideshare.worker"
+LABEL_ROLE = "io.rideshare.role"  # "worker" or "drop-database"
+#: Settings that describe the orchestrator's own place, not the workers'.
+_NOT_PASSED = frozenset({"run_dir"})
+
+
+def _setting(settings: Settings, name: str, default: str = "") -> str:
+    """A docker setting: from ``Settings`` once it has the field, else from the environment."""
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(f"RIDESHARE_{name.upper()}", default)
+    return str(value)
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, (list, dict, tuple, set)):
+        return json.dumps(list(value) if isinstance(value, (tuple, set)) else value)
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment that gives a worker the orchestrator's settings (``RIDESHARE_*``) and
+    database credentials (libpq's ``PG*``)."""
+    env = {f"RIDESHARE_{name.upper()}": _env_value(value)
+           for name, value in settings.model_dump().items() if name not in _NOT_PASSED}
+    for key, value in os.environ.items():
+        # Settings this version of config.py does not know yet pass through as they are, and
+        # so does libpq's own environment (PGPASSWORD, PGSSLMODE, ...).
+        if (key.startswith("RIDESHARE_") and key not in env and key != "RIDESHARE_RUN_DIR") \
+                or key.startswith("PG"):
+            env[key] = value
+    return env
+
+
+def own_container_id() -> str | None:
+    """The id of the container this process runs in, or None outside a container."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            found = re.search(r"/containers/([0-9a-f]{64})/", f.read())
+        if found:
+            return found.group(1)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/cgroup") as f:
+            found = re.search(r"[/-]([0-9a-f]{64})(?:\.scope)?$", f.read(), re.M)
+        if found:
+            return found.group(1)
+    except OSError:
+        pass
+    return None
+
+
+class DockerRuntime:
+    def __init__(self, settings: Settings, client: Any = None) -> None:
+        import docker
+
+        self._settings = settings
+        url = _setting(settings, "docker_url")
+
+        def connect() -> Any:
+            return (docker.DockerClient(base_url=url, timeout=60) if url
+                    else docker.from_env(timeout=60))
+
+        try:
+            self._client = client or connect()
+            self._client.ping()
+            # The events stream holds a connection of its own, in a thread of its own.
+            self._events_client = connect()
+        except docker.errors.DockerException as exc:
+            raise RuntimeError(
+                f"RIDESHARE_RUNTIME=docker, but the Docker engine does not answer ({exc}). Give"
+                " the orchestrator the engine's socket (-v /var/run/docker.sock:"
+                "/var/run/docker.sock) or set DOCKER_HOST / RIDESHARE_DOCKER_URL.") from exc
+        self.image, self.network, self.stack = self._placement()
+        self._env = worker_environment(settings)
+        self._log_dir = settings.run_dir / "logs"
+        self._lock = threading.Lock()
+        self._handles: dict[str, WorkerHandle] = {}
+        self._containers: dict[str, str] = {}  # worker id -> container id
+        self._ended: set[str] = set()
+        self._starting: set[str] = set()
+        self._garbage: set[str] = set()  # container ids whose removal failed; tried again
+        self._orphans: dict[str, str] = {}  # found at start, not adopted by the first reap
+        self._stream: Any = None
+        self._closed = threading.Event()
+        self._synced = threading.Event()
+        for container in self._list():
+            wid = container["Labels"].get(LABEL_WORKER)
+            if container["Labels"].get(LABEL_ROLE) == "drop-database":
+                self._garbage.add(container["Id"])
+            elif wid:
+                self._orphans[wid] = container["Id"]
+        self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
+        self._watcher.start()
+        self._synced.wait(10)
+        log.info("docker runtime: image %s, network %s, stack %s", self.image, self.network,
+                 self.stack)
+
+    # --- where workers go ----------------------------------------------------------------------
+
+    def _placement(self) -> tuple[str, str, str]:
+        image = _setting(self._settings, "worker_image")
+        network = _setting(self._settings, "docker_network")
+        stack = _setting(self._settings, "docker_stack")
+        if image and network and stack:
+            return image, network, stack
+        own: dict[str, Any] = {}
+        cid = own_container_id()
+        for candidate in filter(None, (cid, socket.gethostname())):
+            try:
+                own = self._client.api.inspect_container(candidate)
+                break
+            except Exception:  # noqa: BLE001 - not a container of this engine
+                continue
+        if not image:
+            image = own.get("Image", "")
+        if not network:
+            networks = list(own.get("NetworkSettings", {}).get("Networks", {}))
+            network = networks[0] if networks else ""
+        if not stack:
+            labels = (own.get("Config") or {}).get("Labels") or {}
+            stack = labels.get("com.docker.compose.project") or "rideshare"
+        if not image or not network:
+            raise RuntimeError(
+                "RIDESHARE_RUNTIME=docker needs the worker image and network: set "
+                "RIDESHARE_WORKER_IMAGE and RIDESHARE_DOCKER_NETWORK, or run the orchestrator in"
+                " a container of this engine (they are then taken from it).")
+        return image, network, re.sub(r"[^a-zA-Z0-9_.-]", "-", stack)
+
+    def _network_options(self) -> dict[str, Any]:
+        if self.network in ("host", "none"):
+            return {"network_mode": self.network}
+        return {"network": self.network}
+
+    def _labels(self, role: str, worker_id: str) -> dict[str, str]:
+        return {LABEL_STACK: self.stack, LABEL_ROLE: role, LABEL_WORKER: worker_id}
+
+    def container_name(self, worker_id: str) -> str:
+        return f"{self.stack}-worker-{worker_id}"
+
+    def _list(self, client: Any = None) -> list[dict[str, Any]]:
+        return (client or self._client).api.containers(
+            all=True, filters={"label": f"{LABEL_STACK}={self.stack}"})
+
+    # --- the interface -------------------------------------------------------------------------
+
+    async def start(self, worker_id: str, adopt: bool) -> WorkerHandle:
+        with self._lock:
+            self._starting.add(worker_id)
+        try:
+            cid, pid = await asyncio.to_thread(self._run_worker, worker_id, adopt)
+            handle = WorkerHandle(worker_id, pid, time.time())
+            with self._lock:
+                self._handles[worker_id] = handle
+                self._containers[worker_id] = cid
+                if not pid:
+                    self._ended.add(worker_id)
+        finally:
+            with self._lock:
+                self._starting.discard(worker_id)
+        log.info("started worker %s in container %s, pid %s%s", worker_id, cid[:12], pid,
+                 " (adopting)" if adopt else "")
+        return handle
+
+    def _run_worker(self, worker_id: str, adopt: bool) -> tuple[str, int]:
+        command = ["worker", "--id", worker_id, *(["--adopt"] if adopt else [])]
+        container = self._client.containers.run(
+            self.image, command, name=self.container_name(worker_id), detach=True,
+            environment=self._env, labels=self._labels("worker", worker_id),
+            stop_signal="SIGTERM", **self._network_options())
+        try:
+            state = self._client.api.inspect_container(container.id)["State"]
+        except Exception:
+            with contextlib.suppress(Exception):
+                self._client.api.remove_container(container.id, force=True)
+            raise
+        return container.id, int(state.get("Pid") or 0) if state.get("Running") else 0
+
+    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle:
+        """Take charge of a worker an earlier orchestrator started: its container is found by
+        the worker id; the PID that counts is the container's host PID, not ``pid``."""
+        handle = WorkerHandle(worker_id, pid, started_at)
+        try:
+            info = self._client.api.inspect_container(self.container_name(worker_id))
+        except Exception:  # noqa: BLE001 - no such container: nothing to take charge of
+            return handle
+        state = info["State"]
+        if not state.get("Running"):
+            return handle
+        handle = WorkerHandle(worker_id, int(state["Pid"]), started_at)
+        with self._lock:
+            self._handles[worker_id] = handle
+            self._containers[worker_id] = info["Id"]
+            self._orphans.pop(worker_id, None)
+            self._ended.discard(worker_id)
+        return handle
+
+    def kill(self, worker_id: str) -> None:
+        """SIGKILL the worker's process (the container's PID 1) and wait, bounded, until the
+        engine has seen it die."""
+        cid = self._containers.get(worker_id)
+        if cid is None:
+            return
+        try:
+            self._client.api.kill(cid, signal="SIGKILL")
+            self._client.api.wait(cid, timeout=5)
+        except Exception as exc:  # noqa: BLE001 - already dead, or gone
+            log.info("killing worker %s: %s", worker_id, exc)
+        with self._lock:
+            self._ended.add(worker_id)
+
+    def stop(self, worker_id: str) -> None:
+        """SIGTERM: the worker finishes what it serves and exits; the events notice it."""
+        cid = self._containers.get(worker_id)
+        if cid is None:
+            return
+        try:
+            self._client.api.kill(cid, signal="SIGTERM")
+        except Exception as exc:  # noqa: BLE001 - already dead, or gone
+            log.info("stopping worker %s: %s", worker_id, exc)
+            with self._lock:
+                self._ended.add(worker_id)
+
+    def reap(self) -> list[str]:
+        """Workers whose container has ended since the last call (and, on the first call, the
+        stack's containers nobody adopted): their containers are removed, their logs kept."""
+        with self._lock:
+            ended = [wid for wid in self._handles if wid in self._ended]
+            containers = {wid: self._containers.pop(wid) for wid in ended}
+            for wid in ended:
+                self._handles.pop(wid)
+                self._ended.discard(wid)
+            orphans, self._orphans = self._orphans, {}
+            garbage, self._garbage = self._garbage, set()
+        for wid, cid in orphans.items():
+            log.warning("removing container %s of worker %s, which no one adopted", cid[:12], wid)
+            containers[wid] = cid
+        for wid, cid in containers.items():
+            self._remove(wid, cid)
+        for cid in garbage:
+            self._remove(None, cid)
+        return ended + list(orphans)
+
+    def alive(self) -> dict[str, WorkerHandle]:
+        with self._lock:
+            return {wid: h for wid, h in self._handles.items() if wid not in self._ended}
+
+    async def drop_database(self, worker_id: str) -> None:
+        """A one-shot container, ``worker --drop-database ID``: the orchestrator itself never
+        touches a database."""
+        await asyncio.to_thread(self._drop_database, worker_id)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _drop_database(self, worker_id: str) -> None:
+        container = self._client.containers.run(
+            self.image, ["worker", "--drop-database", worker_id], detach=True,
+            environment=self._env, labels=self._labels("drop-database", worker_id),
+            **self._network_options())
+        try:
+            status = container.wait(timeout=60).get("StatusCode")
+            if status:
+                output = container.logs(tail=20).decode(errors="replace")
+                log.error("dropping the database of %s failed (%s): %s", worker_id, status,
+                          output[-500:])
+        except Exception as exc:  # noqa: BLE001 - a timeout, or the engine went away
+            log.error("dropping the database of %s: %s", worker_id, exc)
+        finally:
+            try:
+                container.remove(force=True)
+            except Exception:  # noqa: BLE001
+                with self._lock:
+                    self._garbage.add(container.id)
+
+    def _remove(self, worker_id: str | None, cid: str) -> None:
+        try:
+            if worker_id is not None:
+                info = self._client.api.inspect_container(cid)
+                logs = self._client.api.logs(cid, tail=2000)
+                self._log_dir.mkdir(parents=True, exist_ok=True)
+                with open(self._log_dir / f"worker-{worker_id}.log", "ab") as out:
+                    out.write(logs)
+                state = info["State"]
+                log.info("worker %s's container %s ended (exit code %s)%s", worker_id, cid[:12],
+                         state.get("ExitCode"), "; OOM-killed" if state.get("OOMKilled") else "")
+            self._client.api.remove_container(cid, force=True)
+        except Exception as exc:  # noqa: BLE001
+            import docker
+
+            if isinstance(exc, docker.errors.NotFound):
+                return
+            log.warning("could not remove container %s yet: %s", cid[:12], exc)
+            with self._lock:
+                self._garbage.add(cid)
+
+    def _sync(self) -> None:
+        """Compare what runs with what we hold: a container that is gone or stopped has ended."""
+        running = {c["Id"] for c in self._list(self._events_client) if c["State"] == "running"}
+        with self._lock:
+            for wid, cid in self._containers.items():
+                if cid not in running and wid not in self._starting:
+                    self._ended.add(wid)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if (event.get("Action") or event.get("status")) not in ("die", "destroy"):
+            return
+        cid = event.get("id") or (event.get("Actor") or {}).get("ID")
+        with self._lock:
+            for wid, known in self._containers.items():
+                if known == cid:
+                    self._ended.add(wid)
+
+    def _watch(self) -> None:
+        while not self._closed.is_set():
+            try:
+                since = int(time.time()) - 1
+                self._sync()
+                self._synced.set()
+                self._stream = self._events_client.events(
+                    decode=True, since=since,
+                    filters={"type": "container", "label": f"{LABEL_STACK}={self.stack}"})
+                if self._closed.is_set():
+                    return
+                for event in self._stream:
+                    self._on_event(event)
+            except Exception as exc:  # noqa: BLE001 - the engine restarted, or we are closing
+                if self._closed.is_set():
+                    return
+                log.warning("docker events: %s; reconnecting", exc)
+            self._synced.set()
+            self._closed.wait(1.0)
+
+    def close(self) -> None:
+        """Stop following the engine's events (the workers keep running)."""
+        self._closed.set()
+        stream = self._stream
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.close()
+        self._watcher.join(5)
+        with contextlib.suppress(Exception):
+            self._events_client.close()
+        with contextlib.suppress(Exception):
+            self._client.close()
