@@ -3,33 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from contextlib import contextmanager
 
 import pytest
 
 from tests.support import RunningStack
 
 
-@pytest.fixture(scope="session")
-def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningStack]]:
-    """Start a stack with settings overrides (``RIDESHARE_*`` names); all are stopped and
-    cleaned up at the end of the session, or by ``stack.down()`` earlier."""
+@contextmanager
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningStack]]:
+    """A factory of stacks; every stack it started is stopped and cleaned up at the end."""
     started: list[RunningStack] = []
 
     def make(**overrides: str) -> RunningStack:
-        run_dir: Path = tmp_path_factory.mktemp("stack")
-        stack = RunningStack(run_dir, overrides)
+        stack = RunningStack(tmp_path_factory.mktemp("stack"), overrides)
         started.append(stack)
         stack.up()
         return stack
 
-    yield make
-    for stack in started:
-        stack.cli("down")
-        stack.cleanup()
+    try:
+        yield make
+    finally:
+        for stack in started:
+            stack.cli("down")
+            stack.cleanup()
+
+
+@pytest.fixture(scope="module")
+def make_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., RunningStack]]:
+    """Start a stack with settings overrides (``RIDESHARE_*`` names), for this module only."""
+    with stacks(tmp_path_factory) as make:
+        yield make
 
 
 @pytest.fixture(scope="session")
-def stack(make_stack: Callable[..., RunningStack]) -> RunningStack:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     """The shared stack for tests that do not crash or scale workers."""
-    return make_stack()
+    with stacks(tmp_path_factory) as make:
+        yield make()

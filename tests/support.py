@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -160,3 +161,72 @@ def copies_agree(stack: RunningStack) -> dict[str, tuple[int, str]] | None:
     """The copies when every worker holds the same position and the same data, else None."""
     copies = worker_copies(stack)
     return copies if len(set(copies.values())) == 1 else None
+
+
+class Writers:
+    """Clients writing rides continuously; each write has its own id and is retried with that
+    id until acknowledged, and every acknowledgement is recorded."""
+
+    def __init__(self, stack: RunningStack, first_key: int, clients: int = 8,
+                 creator: str = "driver") -> None:
+        self.stack = stack
+        self.first_key = self.next_key = first_key
+        self.clients = clients
+        self.creator = creator
+        self.acked: dict[int, int] = {}  # key -> ride id
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+
+    async def _client(self, client: httpx.AsyncClient) -> None:
+        while not self.stop.is_set():
+            key, self.next_key = self.next_key, self.next_key + 1
+            body = {"id": f"ride-key-{key}", "ops": [{
+                "op": "insert", "table": "rides", "values": {
+                    "created_by": self.creator, "ride_time": key, "source": 1, "destination": 2}}]}
+            give_up = time.monotonic() + 60
+            while time.monotonic() < give_up:
+                try:
+                    r = await client.post("/api/v1/db/write", json=body)
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.05)  # the orchestrator restarting: retry, same id
+                    continue
+                if r.status_code == 200:
+                    self.acked[key] = r.json()["results"][0]["generated"]["ride_id"]
+                    break
+                if r.status_code != 503:
+                    self.errors.append(f"{r.status_code} {r.text}")
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                self.errors.append(f"key {key}: not acknowledged within 60 s")
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(base_url=self.stack.orchestrator_url, timeout=60) as client:
+            await asyncio.gather(*(self._client(client) for _ in range(self.clients)))
+
+    def __enter__(self) -> Writers:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self.run()), daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self._thread.join(60)
+
+
+def check_writes(stack: RunningStack, writers: Writers) -> list[dict[str, Any]]:
+    """Every acknowledged write is on every worker, once, with the ride id it was given."""
+    copies = wait_until(lambda: copies_agree(stack), 60, "every worker holds the same data")
+    assert len(copies) >= 2
+    with httpx.Client(base_url=stack.orchestrator_url, timeout=30) as db:
+        rows = db.post("/api/v1/db/read", json={
+            "table": "rides", "columns": ["ride_id", "ride_time"],
+            "where": {"ride_time": {"ge": writers.first_key}}, "limit": 10000}).json()["rows"]
+    by_key: dict[int, list[int]] = {}
+    for row in rows:
+        by_key.setdefault(row["ride_time"], []).append(row["ride_id"])
+    assert [k for k in writers.acked if k not in by_key] == [], "every acknowledged write is kept"
+    assert {k: v for k, v in by_key.items() if len(v) > 1} == {}, "no write is applied twice"
+    assert all(by_key[k] == [ride_id] for k, ride_id in writers.acked.items())
+    assert writers.errors == [], writers.errors[:5]
+    return rows

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 from kazoo.client import KazooClient, KazooState
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
+from kazoo.retry import KazooRetry
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,11 @@ class Epoch:
 class Coordinator:
     def __init__(self, hosts: str, root: str, session_timeout_s: float) -> None:
         self.root = root.rstrip("/")
-        self._zk = KazooClient(hosts=hosts, timeout=session_timeout_s)
+        # Reconnect within a fraction of the session timeout, so that a ZooKeeper restart costs
+        # no session (kazoo's default backoff grows to minutes).
+        self._zk = KazooClient(
+            hosts=hosts, timeout=session_timeout_s,
+            connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=1.5, max_delay=0.5))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_lost: list[Callable[[], None]] = []
 

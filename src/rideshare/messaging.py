@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 import orjson
 from aio_pika.abc import (
     AbstractChannel,
@@ -16,6 +18,13 @@ from aio_pika.abc import (
 )
 
 from rideshare.protocol import queue_names
+
+log = logging.getLogger(__name__)
+
+#: What a publish or an ack raises while the connection is down (it is being restored).
+AMQP_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException, ConnectionError,
+    RuntimeError)
 
 
 @dataclass
@@ -53,6 +62,17 @@ async def reply(channel: AbstractChannel, request: AbstractIncomingMessage,
     """Answer a request on its ``reply_to`` queue with its correlation id."""
     if not request.reply_to:
         return
-    await channel.default_exchange.publish(
-        message(body, correlation_id=request.correlation_id), routing_key=request.reply_to,
-        mandatory=False)
+    try:
+        await channel.default_exchange.publish(
+            message(body, correlation_id=request.correlation_id), routing_key=request.reply_to,
+            mandatory=False)
+    except AMQP_ERRORS as exc:  # the asker times out and retries with the same write id
+        log.warning("a reply was lost with the connection: %r", exc)
+
+
+async def settle(incoming: AbstractIncomingMessage, multiple: bool = False) -> None:
+    """Ack; if the channel is gone, the broker redelivers and the write id makes that safe."""
+    try:
+        await incoming.ack(multiple=multiple)
+    except AMQP_ERRORS as exc:
+        log.warning("an ack was lost with the connection: %r", exc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -54,9 +53,5 @@ def bench(
 
 
 def main() -> None:
+    """``python -m rideshare.bench``."""
     typer.run(bench)
-
-
-if __name__ == "__main__":
-    main()
-    sys.exit(0)

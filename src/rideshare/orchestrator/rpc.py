@@ -56,7 +56,7 @@ class Rpc:
         self.connection: AbstractRobustConnection | None = None
 
     async def start(self) -> None:
-        self.connection = await connect(self._url, "orchestrator")
+        self.connection = await connect(self._url, f"{self._prefix}orchestrator")
         self._fast_channel: AbstractChannel = await self.connection.channel(
             publisher_confirms=False)
         self.topology: Topology = await declare(self._fast_channel, self._prefix)

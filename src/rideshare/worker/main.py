@@ -20,17 +20,10 @@ from typing import Any
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator, Epoch
 from rideshare.messaging import connect
-from rideshare.worker.roles import Context, MasterRole, SlaveRole
+from rideshare.worker.roles import Context, MasterRole, SlaveRole, fatal, fatal_on_failure
 from rideshare.worker.store import Store, adopt_best_database, database_name, drop_database
 
 log = logging.getLogger("rideshare.worker")
-
-
-def fatal(reason: str) -> None:
-    """Stop acting in any role at once: the orchestrator replaces us."""
-    log.error("stopping now: %s", reason)
-    logging.shutdown()
-    os._exit(3)
 
 
 class Worker:
@@ -71,8 +64,10 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        watchers = [asyncio.create_task(self._follow_epochs()),
-                    asyncio.create_task(self._heartbeat())]
+        watchers = [asyncio.create_task(self._follow_epochs(), name="follow-epochs"),
+                    asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        for task in watchers:
+            task.add_done_callback(fatal_on_failure)
         await self._stop.wait()
         for task in watchers:
             task.cancel()
@@ -127,7 +122,7 @@ async def run_worker(settings: Settings, worker_id: str, adopt: bool) -> None:
         await adopt_best_database(settings.pg_dsn, settings.db_prefix, dbname)
     store = await Store.open(settings.pg_dsn, dbname)
     state = await store.log_state()
-    connection = await connect(settings.amqp_url, f"worker-{worker_id}")
+    connection = await connect(settings.amqp_url, f"{settings.queue_prefix}worker-{worker_id}")
     dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
     await dcs.start()
     ctx = Context(settings, worker_id, store, connection, state.position, state.epoch)

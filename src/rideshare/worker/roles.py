@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +25,7 @@ from aiormq.exceptions import ChannelAccessRefused
 from psycopg_pool import AsyncConnectionPool
 
 from rideshare.config import Settings
-from rideshare.messaging import Topology, declare, message, reply
+from rideshare.messaging import AMQP_ERRORS, Topology, declare, message, reply, settle
 from rideshare.protocol import KIND_MARKER, KIND_SNAPSHOT, PROTOCOL_VERSION, Query, parse_read
 from rideshare.worker.replication import (
     PositionWaiters,
@@ -35,6 +37,21 @@ from rideshare.worker.replication import (
 from rideshare.worker.store import Conflict, Store
 
 log = logging.getLogger(__name__)
+REPLICATION_DEADLINE_S = 15.0
+
+
+def fatal(reason: str) -> None:
+    """Stop acting in any role at once: the orchestrator replaces us."""
+    log.error("stopping now: %s", reason)
+    logging.shutdown()
+    os._exit(3)
+
+
+def fatal_on_failure(task: asyncio.Task[Any]) -> None:
+    """A role's loop must never end quietly: a master that stops committing must go."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+        fatal(f"{task.get_name()} failed")
 
 
 @dataclass
@@ -63,6 +80,7 @@ class MasterRole:
         self._reply_channel = await self.ctx.connection.channel(publisher_confirms=False)
         self.topology: Topology = await declare(self._sync_channel, self.ctx.settings.queue_prefix)
         self._loop_task = asyncio.create_task(self._batches(), name="master-batches")
+        self._loop_task.add_done_callback(fatal_on_failure)
         await self._take_write_queue()
         log.info("master of epoch %s from log position %s", self.ctx.epoch, self.ctx.position)
 
@@ -112,7 +130,7 @@ class MasterRole:
             await self._commit(writes)
         for request in snapshots:
             await reply(self._reply_channel, request, await self.ctx.store.dump())
-        await batch[-1].ack(multiple=True)
+        await settle(batch[-1], multiple=True)
 
     async def _commit(self, writes: list[tuple[AbstractIncomingMessage, dict[str, Any]]]) -> None:
         store, ctx = self.ctx.store, self.ctx
@@ -139,12 +157,28 @@ class MasterRole:
                 await store.set_log_state(position, ctx.epoch)
         ctx.position = position
         if entries:
-            await self.topology.sync_exchange.publish(
-                message({"v": PROTOCOL_VERSION, "epoch": ctx.epoch, "entries": entries},
-                        persistent=True),
-                routing_key="", mandatory=False)
+            await self._replicate({"v": PROTOCOL_VERSION, "epoch": ctx.epoch, "entries": entries})
         for request, result in answers:
             await reply(self._reply_channel, request, {**result, "epoch": ctx.epoch})
+
+
+    async def _replicate(self, batch: dict[str, Any]) -> None:
+        """Publish a committed batch to every slave, confirmed, before anyone is answered.
+
+        While the connection is being restored, try again (slaves skip positions they hold);
+        if it cannot be done in time, this master's copy is ahead of every slave's and must go.
+        """
+        deadline = time.monotonic() + REPLICATION_DEADLINE_S
+        while True:
+            try:
+                await self.topology.sync_exchange.publish(
+                    message(batch, persistent=True), routing_key="", mandatory=False, timeout=5)
+                return
+            except (*AMQP_ERRORS, TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    fatal(f"a committed batch could not be replicated: {exc!r}")
+                log.warning("replicating a batch failed (%r); trying again", exc)
+                await asyncio.sleep(0.2)
 
 
 class SlaveRole:
@@ -176,6 +210,7 @@ class SlaveRole:
         self._sync_tag = await self._sync_queue.consume(self._deliver)
         await self._load_snapshot()
         self._apply_task = asyncio.create_task(self._apply_log(), name="slave-apply")
+        self._apply_task.add_done_callback(fatal_on_failure)
         self._reply_channel = await self.ctx.connection.channel(publisher_confirms=False)
         self._read_channel = await self.ctx.connection.channel()
         await self._read_channel.set_qos(prefetch_count=32)
@@ -207,7 +242,7 @@ class SlaveRole:
             incoming = await self._inbox.get()
             batch = orjson.loads(incoming.body)
             if batch.get("kind") == KIND_MARKER:
-                await incoming.ack()
+                await settle(incoming)
                 if self._marker is not None and not self._marker.done():
                     self._marker.set_result(None)
                 continue
@@ -218,7 +253,7 @@ class SlaveRole:
                 except Conflict as exc:
                     log.error("log entry refused (%s): reloading a snapshot", exc)
                     await self._load_snapshot()
-                    await incoming.ack()
+                    await settle(incoming)
                     continue
                 self._stream_epoch = decision.epoch
                 self.ctx.position, self.ctx.epoch = decision.entries[-1]["position"], decision.epoch
@@ -228,7 +263,7 @@ class SlaveRole:
                 await self._load_snapshot()
             else:
                 self._stream_epoch = max(self._stream_epoch, decision.epoch)
-            await incoming.ack()
+            await settle(incoming)
 
     async def _on_read(self, incoming: AbstractIncomingMessage) -> None:
         task = asyncio.create_task(self._serve_read(incoming))
@@ -252,7 +287,7 @@ class SlaveRole:
             log.exception("read failed")
             answer = {"ok": False, "status": 400, "error": f"the read failed: {exc}"}
         await reply(self._reply_channel, incoming, answer)
-        await incoming.ack()
+        await settle(incoming)
 
     async def _query(self, queries: list[Query]) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
