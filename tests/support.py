@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
