@@ -143,6 +143,8 @@ def worker_copies(stack: RunningStack) -> dict[str, tuple[int, str]]:
     out = {}
     dsn = stack.env.get("RIDESHARE_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     for worker in stack.cluster()["workers"]:
+        if worker["state"] not in ("master", "slave"):
+            continue  # still starting (its database may not exist yet) or retiring
         dbname = f"{stack.env['RIDESHARE_DB_PREFIX']}_{worker['id']}"
         with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=dbname)) as conn:
             position = conn.execute("SELECT position FROM log_state").fetchone()[0]
@@ -159,7 +161,12 @@ def worker_copies(stack: RunningStack) -> dict[str, tuple[int, str]]:
 
 def copies_agree(stack: RunningStack) -> dict[str, tuple[int, str]] | None:
     """The copies when every worker holds the same position and the same data, else None."""
-    copies = worker_copies(stack)
+    import psycopg
+
+    try:
+        copies = worker_copies(stack)
+    except psycopg.OperationalError:  # a worker went away as we looked
+        return None
     return copies if len(set(copies.values())) == 1 else None
 
 
@@ -174,6 +181,7 @@ class Writers:
         self.clients = clients
         self.creator = creator
         self.acked: dict[int, int] = {}  # key -> ride id
+        self.ack_log: list[tuple[float, int]] = []  # (monotonic time, epoch) of every ack
         self.stop = threading.Event()
         self.errors: list[str] = []
 
@@ -191,7 +199,9 @@ class Writers:
                     await asyncio.sleep(0.05)  # the orchestrator restarting: retry, same id
                     continue
                 if r.status_code == 200:
-                    self.acked[key] = r.json()["results"][0]["generated"]["ride_id"]
+                    answer = r.json()
+                    self.acked[key] = answer["results"][0]["generated"]["ride_id"]
+                    self.ack_log.append((time.monotonic(), answer["epoch"]))
                     break
                 if r.status_code != 503:
                     self.errors.append(f"{r.status_code} {r.text}")

@@ -128,10 +128,23 @@ def base_image(docker_engine: Any) -> str:
 def app_image(docker_engine: Any, base_image: str) -> str:
     """Our image, built from the Dockerfile on the debootstrapped base with the host's wheels."""
     run_logged([str(SETUP), "wheels"], LOG_DIR / "wheels.log", 900, "collecting the wheels")
+    before = _image_id(docker_engine, APP_IMAGE)
     run_logged([docker_cli(), "build", "--force-rm", "--build-arg", f"BASE_IMAGE={base_image}",
                 "-t", APP_IMAGE, str(ROOT)], LOG_DIR / "image.log", 1200,
                f"building {APP_IMAGE}")
+    if before is not None and before != _image_id(docker_engine, APP_IMAGE):
+        try:  # the previous build, now untagged: not kept (its layers stay as build cache)
+            docker_engine.images.remove(before, noprune=True)
+        except Exception:  # noqa: BLE001 - still used or tagged elsewhere
+            pass
     return APP_IMAGE
+
+
+def _image_id(client: Any, name: str) -> str | None:
+    try:
+        return client.images.get(name).id
+    except Exception:  # noqa: BLE001 - no such image
+        return None
 
 
 def _folder_hash(folder: Path, extra: str) -> str:

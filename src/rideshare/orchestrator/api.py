@@ -87,7 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               " 'id'.")
         if not answer.get("ok"):
             return error(answer.get("status", 503), answer.get("error", "The write failed."))
-        return json_response({"position": answer["position"], "results": answer["results"]})
+        return json_response({"position": answer["position"], "results": answer["results"],
+                              "epoch": answer.get("epoch", 0)})
 
     @app.post("/api/v1/db/write")
     async def db_write(request: Request) -> Response:
