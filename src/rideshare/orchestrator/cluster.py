@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rideshare.config import Settings
@@ -76,9 +77,15 @@ def plan(seen: Observed) -> Plan:
     return out
 
 
-def new_worker_id() -> str:
-    new_worker_id.last = max(int(time.time() * 1000), getattr(new_worker_id, "last", 0) + 1)
-    return f"w{new_worker_id.last:x}"
+class WorkerIds:
+    """Worker ids that sort by start time: ``w`` and the milliseconds since the epoch, in hex."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> str:
+        self._last = max(int(time.time() * 1000), self._last + 1)
+        return f"w{self._last:x}"
 
 
 class Cluster:
@@ -98,6 +105,7 @@ class Cluster:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._ids = WorkerIds()
         self._registered: set[str] = set()
         self._failed_starts = 0  # workers in a row that died before they were ready
         self._next_start_at = 0.0
@@ -201,7 +209,7 @@ class Cluster:
         if todo.elect is not None:
             await self._elect(todo.elect)
         for _ in range(todo.start_slaves):
-            await self.runtime.start(new_worker_id(), adopt=False)
+            await self.runtime.start(self._ids.next(), adopt=False)
         for worker_id in todo.retire:
             log.info("scaling down: retiring slave %s", worker_id)
             self.retiring.add(worker_id)
@@ -225,7 +233,7 @@ class Cluster:
         self._on_epoch(epoch)
 
     async def _start_master(self) -> None:
-        worker_id = new_worker_id()
+        worker_id = self._ids.next()
         epoch = await self.dcs.advance_epoch(self.epoch, worker_id)
         if epoch is None:
             self._on_epoch(await self.dcs.epoch())
@@ -312,6 +320,4 @@ class Cluster:
 
 
 def _iso(t: float) -> str:
-    from datetime import UTC, datetime
-
     return datetime.fromtimestamp(t, UTC).isoformat()
