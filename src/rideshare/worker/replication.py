@@ -60,9 +60,9 @@ async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int)
     """Apply resolved log entries in one transaction (a slave's group commit)."""
     async with store.conn.transaction():
         for entry in entries:
-            if entry["ops"]:
-                await store.apply(entry["ops"], entry["position"], resolve=False)
-            await store.record_write(entry["id"], entry["position"], entry["result"])
+            if entry["ops"]:  # the master applied it, so it applies here: no savepoint needed
+                await store.apply(entry["ops"], entry["position"], resolve=False, savepoint=False)
+        await store.record_writes([(e["id"], e["position"], e["result"]) for e in entries])
         await store.set_log_state(entries[-1]["position"], epoch)
 
 

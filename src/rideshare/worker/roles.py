@@ -135,32 +135,46 @@ class MasterRole:
     async def _commit(self, writes: list[tuple[AbstractIncomingMessage, dict[str, Any]]]) -> None:
         store, ctx = self.ctx.store, self.ctx
         known = await store.applied_results([body["id"] for _, body in writes])
-        entries, answers = [], []
+        try:  # the common case: nothing conflicts, so no savepoint per write is needed
+            entries = await self._apply_batch(writes, dict(known), savepoints=False)
+        except Conflict:
+            entries = await self._apply_batch(writes, dict(known), savepoints=True)
+        if entries:
+            ctx.position = entries[-1]["position"]
+            await self._replicate({"v": PROTOCOL_VERSION, "epoch": ctx.epoch, "entries": entries})
+        results = {**known, **{e["id"]: e["result"] for e in entries}}
+        for request, body in writes:
+            await reply(self._reply_channel, request, {**results[body["id"]], "epoch": ctx.epoch})
+
+    async def _apply_batch(self, writes: list[tuple[AbstractIncomingMessage, dict[str, Any]]],
+                           known: dict[str, dict[str, Any]],
+                           savepoints: bool) -> list[dict[str, Any]]:
+        """Apply every write not applied before, in one transaction (group commit); return the
+        log entries. Without savepoints, a conflict rolls the whole batch back (``Conflict``)."""
+        store, ctx = self.ctx.store, self.ctx
+        entries: list[dict[str, Any]] = []
         position = ctx.position
         async with store.conn.transaction():
-            for request, body in writes:
-                write_id = body["id"]
-                if write_id not in known:
-                    position += 1
-                    try:
-                        resolved, results = await store.apply(body["ops"], position, resolve=True)
-                        result = {"ok": True, "position": position, "results": results}
-                    except Conflict as exc:
-                        resolved, result = [], {"ok": False, "status": 409, "error": str(exc),
-                                                "position": position}
-                    await store.record_write(write_id, position, result)
-                    entries.append({"position": position, "id": write_id, "ops": resolved,
-                                    "result": result})
-                    known[write_id] = result
-                answers.append((request, known[write_id]))
+            for _, body in writes:
+                if body["id"] in known:
+                    continue
+                position += 1
+                try:
+                    resolved, results = await store.apply(body["ops"], position, resolve=True,
+                                                          savepoint=savepoints)
+                    result = {"ok": True, "position": position, "results": results}
+                except Conflict as exc:
+                    if not savepoints:
+                        raise
+                    resolved, result = [], {"ok": False, "status": 409, "error": str(exc),
+                                            "position": position}
+                entries.append({"position": position, "id": body["id"], "ops": resolved,
+                                "result": result})
+                known[body["id"]] = result
+            await store.record_writes([(e["id"], e["position"], e["result"]) for e in entries])
             if entries:
                 await store.set_log_state(position, ctx.epoch)
-        ctx.position = position
-        if entries:
-            await self._replicate({"v": PROTOCOL_VERSION, "epoch": ctx.epoch, "entries": entries})
-        for request, result in answers:
-            await reply(self._reply_channel, request, {**result, "epoch": ctx.epoch})
-
+        return entries
 
     async def _replicate(self, batch: dict[str, Any]) -> None:
         """Publish a committed batch to every slave, confirmed, before anyone is answered.

@@ -7,6 +7,7 @@ A slave applies those resolved operations as they are, so every copy stores the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -142,23 +143,28 @@ class Store:
             "SELECT write_id, result FROM applied_writes WHERE write_id = ANY(%s)", (write_ids,))
         return {row["write_id"]: row["result"] for row in await cur.fetchall()}
 
-    async def record_write(self, write_id: str, position: int, result: dict[str, Any]) -> None:
-        await self.conn.execute(
-            "INSERT INTO applied_writes (write_id, position, result) VALUES (%s, %s, %s)"
-            " ON CONFLICT (write_id) DO NOTHING",
-            (write_id, position, orjson.dumps(result).decode()))
+    async def record_writes(self, writes: list[tuple[str, int, dict[str, Any]]]) -> None:
+        """Remember each (write id, log position, result), in one round trip for a batch."""
+        if not writes:
+            return
+        async with self.conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO applied_writes (write_id, position, result) VALUES (%s, %s, %s)"
+                " ON CONFLICT (write_id) DO NOTHING",
+                [(w, p, orjson.dumps(r).decode()) for w, p, r in writes])
 
     async def apply(
-        self, ops: list[dict[str, Any]], position: int, resolve: bool
+        self, ops: list[dict[str, Any]], position: int, resolve: bool, savepoint: bool = True
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Apply one write's operations in a savepoint: all or none.
+        """Apply one write's operations: all or none.
 
         Returns (the operations with generated values filled in, one result per operation).
-        Raises ``Conflict`` (after rolling the savepoint back) when a constraint refuses it.
+        Raises ``Conflict`` when a constraint refuses it. With ``savepoint``, only this write is
+        rolled back; without, the caller's whole transaction is (cheaper when nothing fails).
         """
         resolved, results = [], []
         try:
-            async with self.conn.transaction():
+            async with self.conn.transaction() if savepoint else contextlib.nullcontext():
                 for op in ops:
                     done, result = await self._apply_one(op, position, resolve)
                     resolved.append(done)
