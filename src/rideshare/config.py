@@ -54,6 +54,12 @@ class Settings(BaseSettings):
 
     # How workers are run: "process" (local child processes) or "docker".
     runtime: str = "process"
+    # The docker runtime (RIDESHARE_RUNTIME=docker). Empty: taken from the orchestrator's own
+    # container (its image, its first network, its compose project).
+    docker_url: str = ""  # Docker Engine address; empty: DOCKER_HOST or the local socket
+    worker_image: str = ""  # the image worker containers run
+    docker_network: str = ""  # the network worker containers join ("host": the host's own)
+    docker_stack: str = ""  # labels and name prefix of this stack's worker containers
 
     # Processes per HTTP service (uvicorn workers).
     service_processes: int = 1

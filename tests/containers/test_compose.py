@@ -239,8 +239,10 @@ def check_workers_are_containers(stack: Stack, orch: httpx.Client) -> dict[str, 
 
     workers = wait_until(agree, 60, "worker/list matches the worker containers' host PIDs")
     for name, pid in workers.items():
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        assert "rideshare.worker" in cmdline, f"{name}: host PID {pid} runs {cmdline!r}"
+        # The entrypoint execs the worker in the same process (PID) within a moment of starting.
+        wait_until(lambda: "rideshare.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                   .replace(b"\0", b" ").decode(), 10,
+                   f"{name}: host PID {pid} is the worker's process")
     return workers
 
 

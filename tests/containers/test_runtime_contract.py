@@ -24,7 +24,6 @@ import pytest
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
 from rideshare.orchestrator.api import make_runtime
-from rideshare.orchestrator.cluster import new_worker_id
 from rideshare.worker.store import database_name
 from tests.support import ROOT, wait_until, wait_until_async
 
@@ -38,6 +37,10 @@ def host_cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except (OSError, IndexError):
         return ""
+
+
+def new_worker_id() -> str:
+    return f"w{uuid.uuid4().hex[:12]}"
 
 
 def databases(settings: Settings) -> set[str]:

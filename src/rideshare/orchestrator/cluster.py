@@ -19,7 +19,6 @@ from rideshare.config import Settings
 from rideshare.dcs import Coordinator, Epoch
 from rideshare.orchestrator.rpc import Rpc
 from rideshare.orchestrator.runtime.base import WorkerHandle, WorkerRuntime
-from rideshare.orchestrator.runtime.process import _pid_alive
 from rideshare.orchestrator.scaler import ReadWindow
 
 log = logging.getLogger(__name__)
@@ -125,8 +124,7 @@ class Cluster:
         """After an orchestrator restart: take charge of the workers already running."""
         self.znodes = await self.dcs.workers()
         for worker_id, info in self.znodes.items():
-            if _pid_alive(info["pid"]):
-                self.runtime.adopt(worker_id, info["pid"], info.get("started_at", 0.0))
+            if self.runtime.adopt(worker_id, info["pid"], info.get("started_at", 0.0)):
                 self.rpc.acked_position = max(self.rpc.acked_position, info["log_position"])
         if self.znodes:
             slaves = sum(1 for i in self.znodes.values() if i["role"] != "master")

@@ -229,7 +229,7 @@ class SlaveRole:
         self._read_channel = await self.ctx.connection.channel()
         await self._read_channel.set_qos(prefetch_count=32)
         self._pool = AsyncConnectionPool(
-            self.ctx.store.conn.info.dsn, min_size=1, max_size=4, open=False,
+            self.ctx.store.dsn, min_size=1, max_size=4, open=False,
             kwargs={"autocommit": True, "row_factory": self.ctx.store.conn.row_factory})
         await self._pool.open(wait=True, timeout=30)
         read_queue = await self._read_channel.declare_queue(self.topology.names["read"],

@@ -97,8 +97,9 @@ def _counter_name(table: str, column: str) -> str:
 class Store:
     """One worker's database. Not safe for concurrent use: one connection, one caller."""
 
-    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection[Any], dsn: str = "") -> None:
         self.conn = conn
+        self.dsn = dsn  # with its password, unlike conn.info.dsn: for more connections
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -107,7 +108,7 @@ class Store:
         await create_database(dsn, dbname)
         conn = await psycopg.AsyncConnection.connect(
             _dsn_for(dsn, dbname), autocommit=True, row_factory=dict_row)
-        store = cls(conn)
+        store = cls(conn, _dsn_for(dsn, dbname))
         await store.create_schema()
         return store
 

@@ -17,8 +17,9 @@ class WorkerRuntime(Protocol):
     async def start(self, worker_id: str, adopt: bool) -> WorkerHandle:
         """Start a worker; with ``adopt`` it takes over the most advanced existing database."""
 
-    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle:
-        """Take charge of a worker an earlier orchestrator started."""
+    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
+        """Take charge of a worker an earlier orchestrator started (``pid`` as its znode
+        says); None if it no longer runs."""
 
     def kill(self, worker_id: str) -> None:
         """SIGKILL: the crash APIs."""

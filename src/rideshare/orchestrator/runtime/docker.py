@@ -42,14 +42,6 @@ LABEL_ROLE = "io.rideshare.role"  # "worker" or "drop-database"
 _NOT_PASSED = frozenset({"run_dir"})
 
 
-def _setting(settings: Settings, name: str, default: str = "") -> str:
-    """A docker setting: from ``Settings`` once it has the field, else from the environment."""
-    value = getattr(settings, name, None)
-    if value is None:
-        value = os.environ.get(f"RIDESHARE_{name.upper()}", default)
-    return str(value)
-
-
 def _env_value(value: Any) -> str:
     if isinstance(value, (list, dict, tuple, set)):
         return json.dumps(list(value) if isinstance(value, (tuple, set)) else value)
@@ -64,8 +56,8 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     env = {f"RIDESHARE_{name.upper()}": _env_value(value)
            for name, value in settings.model_dump().items() if name not in _NOT_PASSED}
     for key, value in os.environ.items():
-        # Settings this version of config.py does not know yet pass through as they are, and
-        # so does libpq's own environment (PGPASSWORD, PGSSLMODE, ...).
+        # Settings config.py does not know pass through as they are, and so does libpq's own
+        # environment (PGPASSWORD, PGSSLMODE, ...).
         if (key.startswith("RIDESHARE_") and key not in env and key != "RIDESHARE_RUN_DIR") \
                 or key.startswith("PG"):
             env[key] = value
@@ -96,7 +88,7 @@ class DockerRuntime:
         import docker
 
         self._settings = settings
-        url = _setting(settings, "docker_url")
+        url = settings.docker_url
 
         def connect() -> Any:
             return (docker.DockerClient(base_url=url, timeout=60) if url
@@ -140,9 +132,9 @@ class DockerRuntime:
     # --- where workers go ----------------------------------------------------------------------
 
     def _placement(self) -> tuple[str, str, str]:
-        image = _setting(self._settings, "worker_image")
-        network = _setting(self._settings, "docker_network")
-        stack = _setting(self._settings, "docker_stack")
+        image = self._settings.worker_image
+        network = self._settings.docker_network
+        stack = self._settings.docker_stack
         if image and network and stack:
             return image, network, stack
         own: dict[str, Any] = {}
@@ -217,17 +209,16 @@ class DockerRuntime:
             raise
         return container.id, int(state.get("Pid") or 0) if state.get("Running") else 0
 
-    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle:
+    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
         """Take charge of a worker an earlier orchestrator started: its container is found by
         the worker id; the PID that counts is the container's host PID, not ``pid``."""
-        handle = WorkerHandle(worker_id, pid, started_at)
         try:
             info = self._client.api.inspect_container(self.container_name(worker_id))
         except Exception:  # noqa: BLE001 - no such container: nothing to take charge of
-            return handle
+            return None
         state = info["State"]
         if not state.get("Running"):
-            return handle
+            return None
         handle = WorkerHandle(worker_id, int(state["Pid"]), started_at)
         with self._lock:
             self._handles[worker_id] = handle

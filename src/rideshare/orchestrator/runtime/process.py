@@ -49,7 +49,9 @@ class ProcessRuntime:
                  " (adopting)" if adopt else "")
         return handle
 
-    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle:
+    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
+        if not _pid_alive(pid):
+            return None
         handle = WorkerHandle(worker_id, pid, started_at)
         self._handles[worker_id] = handle
         return handle

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Like the official image: the default user from the environment, reachable from other hosts,
+# logs on stdout, the server as PID 1 running as the rabbitmq user.
+set -euo pipefail
+if [ "${1:-}" = rabbitmq-server ] && [ "$(id -u)" = 0 ]; then
+  {
+    echo "loopback_users = none"
+    echo "listeners.tcp.default = 5672"
+    echo "log.console = true"
+    echo "log.file = false"
+    echo "default_user = ${RABBITMQ_DEFAULT_USER:-guest}"
+    echo "default_pass = ${RABBITMQ_DEFAULT_PASS:-guest}"
+  } >/etc/rabbitmq/rabbitmq.conf
+  mkdir -p /var/lib/rabbitmq /var/log/rabbitmq
+  chown -R rabbitmq:rabbitmq /var/lib/rabbitmq /var/log/rabbitmq
+  exec setpriv --reuid=rabbitmq --regid=rabbitmq --init-groups /usr/lib/rabbitmq/bin/rabbitmq-server
+fi
+exec "$@"
