@@ -27,14 +27,6 @@ def _stat_fields(pid: int) -> list[str] | None:
     return text.rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of ``pid`` in seconds, None once it has gone."""
-    fields = _stat_fields(pid)
-    if fields is None:
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def children_map() -> dict[int, list[int]]:
     """ppid -> pids, for every process visible now."""
     out: dict[int, list[int]] = {}
@@ -71,49 +63,76 @@ def pids_by_name(name: str) -> list[int]:
     return out
 
 
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine, from the first line of /proc/stat."""
+def machine_times() -> tuple[float, float, float]:
+    """(busy, total, irq + softirq) CPU seconds of the whole machine, from /proc/stat."""
     values = [int(v) for v in (PROC / "stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS
+    return ((sum(values) - idle) / CLOCK_TICKS, sum(values) / CLOCK_TICKS,
+            (values[5] + values[6]) / CLOCK_TICKS)
+
+
+def all_processes() -> dict[int, tuple[float, int, str, int]]:
+    """pid -> (CPU seconds, ppid, command name, start time) of every process visible now (the
+    start time tells a reused pid from the process that had it before)."""
+    out = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+                                int(fields[1]), comm, int(fields[19]))
+    return out
 
 
 @dataclass
 class CpuSample:
-    """Groups of pids and their CPU seconds at the start of a cell."""
+    """Every process's CPU seconds at the start of a cell, and which group each pid is in."""
 
     groups: dict[str, set[int]]
-    start: dict[int, float] = field(default_factory=dict)
+    start: dict[int, tuple[float, int, str, int]] = field(default_factory=dict)
     wall_start: float = 0.0
-    machine_start: tuple[float, float] = (0.0, 0.0)
+    machine_start: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     @classmethod
     def begin(cls, groups: Mapping[str, Iterable[int]]) -> CpuSample:
         sample = cls({name: set(pids) for name, pids in groups.items()})
-        for pids in sample.groups.values():
-            for pid in pids:
-                seconds = cpu_seconds(pid)
-                if seconds is not None:
-                    sample.start[pid] = seconds
-        sample.machine_start = machine_busy()
+        sample.start = all_processes()
+        sample.machine_start = machine_times()
         sample.wall_start = time.perf_counter()
         return sample
 
-    def end(self) -> dict[str, float]:
-        """Percent of one core per group over the cell, plus ``machine`` (every process) and
-        ``other`` (machine minus the groups: whatever else ran, which makes a figure noisy)."""
+    def end(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Percent of one core per group over the cell, and the heaviest other processes.
+
+        Besides the groups: ``kernel`` (kernel threads, interrupts: loopback networking, disk
+        flushes, for whoever caused them), ``other`` (every other user process: what else ran
+        on the host, including shared servers such as ZooKeeper and PostgreSQL's own background
+        processes) and ``machine`` (all of it)."""
         wall = time.perf_counter() - self.wall_start
-        out: dict[str, float] = {}
-        for name, pids in self.groups.items():
-            used = 0.0
-            for pid in pids:
-                now = cpu_seconds(pid)
-                if now is not None and pid in self.start:
-                    used += now - self.start[pid]
-            out[name] = round(100 * used / wall, 1) if wall > 0 else 0.0
-        busy, total = machine_busy()
-        busy_d, total_d = busy - self.machine_start[0], total - self.machine_start[1]
+        now, (busy, total, irq) = all_processes(), machine_times()
+        group_of = {pid: name for name, pids in self.groups.items() for pid in pids}
+        used = dict.fromkeys([*self.groups, "kernel", "other"], 0.0)
+        others: dict[str, float] = {}
+        for pid, (seconds, ppid, comm, started) in now.items():
+            before = self.start.get(pid)
+            delta = seconds - (before[0] if before and before[3] == started else 0.0)
+            if pid in group_of:
+                used[group_of[pid]] += delta
+            elif pid == 2 or ppid == 2:
+                used["kernel"] += delta
+            else:
+                used["other"] += delta
+                others[comm] = others.get(comm, 0.0) + delta
+        used["kernel"] += irq - self.machine_start[2]
+        share = {k: round(100 * v / wall, 1) if wall > 0 else 0.0 for k, v in used.items()}
+        total_d = total - self.machine_start[1]
         cores = os.cpu_count() or 1
-        out["machine"] = round(100 * cores * busy_d / total_d, 1) if total_d > 0 else 0.0
-        out["other"] = round(max(0.0, out["machine"] - sum(out[g] for g in self.groups)), 1)
-        return out
+        share["machine"] = (round(100 * cores * (busy - self.machine_start[0]) / total_d, 1)
+                            if total_d > 0 else 0.0)
+        top = sorted(others.items(), key=lambda kv: -kv[1])[:5]
+        return share, {comm: round(100 * v / wall, 1) for comm, v in top if v > 0}

@@ -23,7 +23,7 @@ from rich.table import Table
 from rideshare.bench.load import Tick
 
 CPU_COLUMNS = ("gateway", "users", "rides", "orchestrator", "master", "slaves", "postgres",
-               "rabbitmq", "bench client", "other", "machine")
+               "rabbitmq", "bench client", "kernel", "other", "machine")
 
 
 @dataclass
@@ -104,9 +104,9 @@ def cpu_table(cells: list[dict[str, Any]], title: str) -> TableData:
     rows = [[cell["scenario"], str(cell["clients"]), cell["system"],
              *(f"{cell['cpu'][c]:.0f}" if c in cell.get("cpu", {}) else "" for c in present)]
             for cell in cells]
-    note = ("CPU seconds / wall seconds in % of one core; machine = every process "
-            f"({_cores()} cores = {100 * _cores()} %), other = machine minus the columns before "
-            "it (anything else running on the host).")
+    note = ("CPU seconds / wall seconds in % of one core; machine = all of the host "
+            f"({_cores()} cores = {100 * _cores()} %); kernel = kernel threads and interrupts "
+            "(loopback networking, disk flushes); other = every other process on the host.")
     return TableData(title, ["scenario", "clients", "system", *present], rows, note)
 
 
@@ -125,9 +125,9 @@ def noise_warning(cells: list[dict[str, Any]], threshold: float = 20.0) -> str |
     others = [c["cpu"]["other"] for c in cells if "other" in c.get("cpu", {})]
     if not others or sum(others) / len(others) < threshold:
         return None
-    return (f"Other work on this host used {sum(others) / len(others):.0f} % of a core on "
-            f"average during the cells (max {max(others):.0f} %): the figures are noisy; run "
-            "again on a quiet machine to compare.")
+    return (f"Other processes on this host used {sum(others) / len(others):.0f} % of a core on "
+            f"average during the cells (max {max(others):.0f} %; the JSON names the heaviest): "
+            "the figures are noisy; run again on a quiet machine to compare.")
 
 
 def _cores() -> int:

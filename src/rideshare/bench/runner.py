@@ -32,7 +32,7 @@ async def run_cell(system: str, scenario: str, clients: int, op: Op,
     run = await drive(op, clients, bounds.duration_s, bounds.max_requests, expected,
                       bounds.warmup_per_client, tick,
                       on_start=lambda: sample.append(CpuSample.begin(topology.groups)))
-    cpu = sample[0].end() if sample else {}
+    cpu, heaviest_others = sample[0].end() if sample else ({}, {})
     summary = summarize(run.latencies_s, run.elapsed_s)
     errors = run.errors(expected)
     finish(f"{label} {summary.rps:>8,.0f} req/s  p50 {fmt_ms(summary.p50_ms):>6} ms  "
@@ -42,5 +42,6 @@ async def run_cell(system: str, scenario: str, clients: int, op: Op,
         "requests": run.requests, "elapsed_s": round(run.elapsed_s, 3),
         "summary": summary.as_json(), "errors": errors,
         "outcomes": {str(k): v for k, v in run.outcomes.items()},
-        "cpu": cpu, "cluster": topology.shape if topology.cluster else None,
+        "cpu": cpu, "heaviest_other_processes": heaviest_others,
+        "cluster": topology.shape if topology.cluster else None,
     }
