@@ -316,14 +316,18 @@ def query_json(q: Query) -> dict[str, Any]:
 
 
 # --- message kinds on the queues --------------------------------------------------------------
-# writeQ:   {"v": 1, "kind": "write", "id": str, "ops": [...]}
+# writeQ:   {"v": 1, "kind": "writes", "writes": [{"id": str, "ops": [...]}, ...]}
+#             reply: {"epoch": int, "answers": [one reply per write]}
+#           {"v": 1, "kind": "write", "id": str, "ops": [...]}   (one write; reply: its answer)
 #           {"v": 1, "kind": "snapshot"}                    (reply_to: the asking slave's queue)
-# readQ:    {"v": 1, "queries": [...], "min_position": int}
+# readQ:    {"v": 1, "reads": [{"queries": [...]}, ...], "min_position": int}
+#             reply: {"answers": [one reply per read]}
 # syncQ:    {"v": 1, "epoch": int, "entries": [{"position": int, "id": str, "ops": [...],
 #                                               "result": {...}}]}
 # replies:  {"ok": true, ...} or {"ok": false, "status": 409, "error": "..."}
 
 KIND_WRITE = "write"
+KIND_WRITES = "writes"  # several writes in one message, answered in one reply
 KIND_SNAPSHOT = "snapshot"
 KIND_MARKER = "marker"  # a new master's note to itself in its own sync queue: all before is drained
 

@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aio_pika
@@ -21,7 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 
 from rideshare.messaging import Topology, connect, declare, message
 from rideshare.protocol import (
-    KIND_WRITE,
+    KIND_WRITES,
     PROTOCOL_VERSION,
     ReadRequest,
     WriteRequest,
@@ -44,6 +45,50 @@ class StaleEpoch(Exception):
     """The reply came from a master an election has since deposed."""
 
 
+MAX_BATCH = 64
+
+
+class Batcher:
+    """Requests made in the same turn of the event loop travel as one message, so that under load
+    the broker, the workers and this process handle one message for many requests; a lone request
+    goes at once, alone."""
+
+    def __init__(self, send: Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]],
+                 max_batch: int = MAX_BATCH) -> None:
+        self._send = send
+        self._max = max_batch
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[dict[str, Any]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def submit(self, item: dict[str, Any]) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._waiting.append((item, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        while self._waiting:
+            chunk, self._waiting = self._waiting[:self._max], self._waiting[self._max:]
+            task = asyncio.create_task(self._send_chunk(chunk))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send_chunk(self, chunk: list[tuple[dict[str, Any],
+                                                  asyncio.Future[dict[str, Any]]]]) -> None:
+        try:
+            answers = await self._send([item for item, _ in chunk])
+        except Exception as exc:  # every request of the message fails the same way
+            for _, future in chunk:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), answer in zip(chunk, answers, strict=True):
+            if not future.done():
+                future.set_result(answer)
+
+
 class Rpc:
     def __init__(self, amqp_url: str, queue_prefix: str) -> None:
         self._url = amqp_url
@@ -54,6 +99,9 @@ class Rpc:
         self.acked_position = 0  # the highest log position of any acknowledged write
         self.epoch = 0  # the newest election epoch we know of (kept by the cluster view)
         self.connection: AbstractRobustConnection | None = None
+        self._writes = Batcher(self._send_writes)
+        self._reads = Batcher(self._send_reads)
+        self.write_timeout_s = self.read_timeout_s = 10.0
 
     async def start(self) -> None:
         self.connection = await connect(self._url, f"{self._prefix}orchestrator")
@@ -100,17 +148,30 @@ class Rpc:
             self._pending.pop(correlation_id, None)
 
     async def write(self, request: WriteRequest, timeout_s: float) -> dict[str, Any]:
-        body = {"v": PROTOCOL_VERSION, "kind": KIND_WRITE,
-                "id": request.write_id or f"w-{uuid.uuid4().hex}",
-                "ops": [operation_json(op) for op in request.ops]}
-        answer = await self._call(self.topology.names["write"], body, timeout_s, persistent=True)
+        self.write_timeout_s = timeout_s
+        answer = await self._writes.submit({
+            "id": request.write_id or f"w-{uuid.uuid4().hex}",
+            "ops": [operation_json(op) for op in request.ops]})
         if answer.get("epoch", 0) < self.epoch:
             raise StaleEpoch
         if "position" in answer:
             self.acked_position = max(self.acked_position, answer["position"])
         return answer
 
+    async def _send_writes(self, writes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        body = {"v": PROTOCOL_VERSION, "kind": KIND_WRITES, "writes": writes}
+        reply = await self._call(self.topology.names["write"], body, self.write_timeout_s,
+                                 persistent=True)
+        return [{**answer, "epoch": reply["epoch"]} for answer in reply["answers"]]
+
     async def read(self, request: ReadRequest, timeout_s: float) -> dict[str, Any]:
-        body = {"v": PROTOCOL_VERSION, "queries": [query_json(q) for q in request.queries],
-                "min_position": self.acked_position}
-        return await self._call(self.topology.names["read"], body, timeout_s, persistent=False)
+        self.read_timeout_s = timeout_s
+        return await self._reads.submit({"queries": [query_json(q) for q in request.queries]})
+
+    async def _send_reads(self, reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        body = {"v": PROTOCOL_VERSION, "reads": reads, "min_position": self.acked_position}
+        reply = await self._call(self.topology.names["read"], body, self.read_timeout_s,
+                                 persistent=False)
+        if "answers" not in reply:  # the slave refused the whole message (it is behind)
+            return [reply] * len(reads)
+        return reply["answers"]

@@ -26,7 +26,15 @@ from psycopg_pool import AsyncConnectionPool
 
 from rideshare.config import Settings
 from rideshare.messaging import AMQP_ERRORS, Topology, declare, message, reply, settle
-from rideshare.protocol import KIND_MARKER, KIND_SNAPSHOT, PROTOCOL_VERSION, Query, parse_read
+from rideshare.protocol import (
+    KIND_MARKER,
+    KIND_SNAPSHOT,
+    KIND_WRITE,
+    KIND_WRITES,
+    PROTOCOL_VERSION,
+    Query,
+    parse_read,
+)
 from rideshare.worker.replication import (
     PositionWaiters,
     Verdict,
@@ -64,6 +72,14 @@ class Context:
     connection: AbstractRobustConnection
     position: int
     epoch: int
+
+
+def _writes_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The writes one writeQ message carries (a snapshot request carries none)."""
+    kind = body.get("kind")
+    if kind == KIND_WRITES:
+        return body["writes"]
+    return [body] if kind == KIND_WRITE else []
 
 
 class MasterRole:
@@ -124,17 +140,27 @@ class MasterRole:
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         requests = [(m, orjson.loads(m.body)) for m in batch]
-        writes = [(m, body) for m, body in requests if body.get("kind") != KIND_SNAPSHOT]
-        snapshots = [m for m, body in requests if body.get("kind") == KIND_SNAPSHOT]
+        writes = [w for _, body in requests for w in _writes_of(body)]
         if writes:
-            await self._commit(writes)
-        for request in snapshots:
-            await reply(self._reply_channel, request, await self.ctx.store.dump())
+            results = await self._commit(writes)
+            for request, body in requests:
+                answers = [{**results[w["id"]], "epoch": self.ctx.epoch}
+                           for w in _writes_of(body)]
+                if body.get("kind") == KIND_WRITES:
+                    await reply(self._reply_channel, request,
+                                {"epoch": self.ctx.epoch, "answers": answers})
+                elif answers:
+                    await reply(self._reply_channel, request, answers[0])
+        for request, body in requests:
+            if body.get("kind") == KIND_SNAPSHOT:
+                await reply(self._reply_channel, request, await self.ctx.store.dump())
         await settle(batch[-1], multiple=True)
 
-    async def _commit(self, writes: list[tuple[AbstractIncomingMessage, dict[str, Any]]]) -> None:
+    async def _commit(self, writes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Apply the writes not applied before (group commit), replicate them, and return the
+        result of every write id, old or new."""
         store, ctx = self.ctx.store, self.ctx
-        known = await store.applied_results([body["id"] for _, body in writes])
+        known = await store.applied_results([w["id"] for w in writes])
         try:  # the common case: nothing conflicts, so no savepoint per write is needed
             entries = await self._apply_batch(writes, dict(known), savepoints=False)
         except Conflict:
@@ -142,11 +168,9 @@ class MasterRole:
         if entries:
             ctx.position = entries[-1]["position"]
             await self._replicate({"v": PROTOCOL_VERSION, "epoch": ctx.epoch, "entries": entries})
-        results = {**known, **{e["id"]: e["result"] for e in entries}}
-        for request, body in writes:
-            await reply(self._reply_channel, request, {**results[body["id"]], "epoch": ctx.epoch})
+        return {**known, **{e["id"]: e["result"] for e in entries}}
 
-    async def _apply_batch(self, writes: list[tuple[AbstractIncomingMessage, dict[str, Any]]],
+    async def _apply_batch(self, writes: list[dict[str, Any]],
                            known: dict[str, dict[str, Any]],
                            savepoints: bool) -> list[dict[str, Any]]:
         """Apply every write not applied before, in one transaction (group commit); return the
@@ -155,7 +179,7 @@ class MasterRole:
         entries: list[dict[str, Any]] = []
         position = ctx.position
         async with store.conn.transaction():
-            for _, body in writes:
+            for body in writes:
                 if body["id"] in known:
                     continue
                 position += 1
@@ -285,23 +309,29 @@ class SlaveRole:
         task.add_done_callback(self._reads_in_flight.discard)
 
     async def _serve_read(self, incoming: AbstractIncomingMessage) -> None:
-        try:
-            body = orjson.loads(incoming.body)
-            request = parse_read({"queries": body["queries"]})
-            if not await self.waiters.wait_for(body.get("min_position", 0),
-                                               self.ctx.settings.read_wait_s):
-                answer: dict[str, Any] = {
-                    "ok": False, "status": 503,
-                    "error": f"this slave is behind (at {self.applied}, the read needs "
-                             f"{body.get('min_position')}); try again"}
-            else:
-                answer = {"ok": True, "results": await self._query(list(request.queries))}
-                self.reads_served += 1
-        except Exception as exc:  # a bad read must not stop the slave
-            log.exception("read failed")
-            answer = {"ok": False, "status": 400, "error": f"the read failed: {exc}"}
+        """One message, one or more reads: all wait for the log position the orchestrator
+        had acknowledged when it sent them, then each is answered from the database."""
+        body = orjson.loads(incoming.body)
+        needed = body.get("min_position", 0)
+        if not await self.waiters.wait_for(needed, self.ctx.settings.read_wait_s):
+            answer: dict[str, Any] = {
+                "ok": False, "status": 503,
+                "error": f"this slave is behind (at {self.applied}, the read needs {needed});"
+                         " try again"}
+        else:
+            answers = await asyncio.gather(*(self._answer(read) for read in body["reads"]))
+            answer = {"answers": answers}
+            self.reads_served += len(answers)
         await reply(self._reply_channel, incoming, answer)
         await settle(incoming)
+
+    async def _answer(self, read: dict[str, Any]) -> dict[str, Any]:
+        try:
+            request = parse_read({"queries": read["queries"]})
+            return {"ok": True, "results": await self._query(list(request.queries))}
+        except Exception as exc:  # a bad read must not stop the slave
+            log.exception("read failed")
+            return {"ok": False, "status": 400, "error": f"the read failed: {exc}"}
 
     async def _query(self, queries: list[Query]) -> list[dict[str, Any]]:
         async with self._pool.connection() as conn:
