@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,8 +46,10 @@ def parse_timestamp(text: Any, zone: ZoneInfo) -> int:
     return int(instant.timestamp())
 
 
+@lru_cache(maxsize=65536)
 def format_timestamp(seconds: int, zone: ZoneInfo) -> str:
-    """The ``DD-MM-YYYY:SS-MM-HH`` form of Unix ``seconds`` in ``zone`` (always zero-padded)."""
+    """The ``DD-MM-YYYY:SS-MM-HH`` form of Unix ``seconds`` in ``zone`` (always zero-padded).
+    Cached: the same rides are listed again and again, and this was a fifth of a list's cost."""
     t = datetime.fromtimestamp(seconds, zone)
     return f"{t.day:02d}-{t.month:02d}-{t.year:04d}:{t.second:02d}-{t.minute:02d}-{t.hour:02d}"
 
