@@ -64,6 +64,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d",
         raise typer.Exit(1)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per readiness poll
     stack = Stack(settings)
 
     def request_stop(*_: object) -> None:
@@ -78,6 +79,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d",
         stack.supervise()
     finally:
         stack.stop()
+        console.print("RideShare has stopped; its data is kept.")
 
 
 @app.command()

@@ -90,6 +90,7 @@ class MasterRole:
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._consumer_tag: str | None = None
         self._loop_task: asyncio.Task[None] | None = None
+        self._busy = False
 
     async def start(self) -> None:
         self._sync_channel = await self.ctx.connection.channel(publisher_confirms=True)
@@ -121,12 +122,15 @@ class MasterRole:
         self._inbox.put_nowait(incoming)
 
     async def stop(self) -> None:
+        """Take no more writes, and finish the batch in hand: it is committed, replicated and
+        answered, or (never taken) redelivered to the next master."""
         if self._consumer_tag is not None:
             with contextlib.suppress(Exception):
                 await self._write_queue.cancel(self._consumer_tag)
+        deadline = time.monotonic() + 10
+        while (self._busy or not self._inbox.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         if self._loop_task is not None:
-            while not self._inbox.empty():  # finish what was already delivered
-                await asyncio.sleep(0.05)
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
@@ -136,7 +140,11 @@ class MasterRole:
             batch = [await self._inbox.get()]
             while len(batch) < self.ctx.settings.batch_size and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
-            await self._process(batch)
+            self._busy = True
+            try:
+                await self._process(batch)
+            finally:
+                self._busy = False
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         requests = [(m, orjson.loads(m.body)) for m in batch]
