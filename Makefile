@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench services venv clean
+.PHONY: run test lint bench bench-dbaas bench-failover services venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ test: venv services
 	$(BIN)/pytest -q
 
 lint: venv
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
-bench: venv
-	$(BIN)/python bench/dbaas.py
+# Benchmarks start a stack of their own (and remove it); BENCH_ARGS passes options through.
+bench: venv services
+	$(BIN)/python -m rideshare.bench --start-stack $(BENCH_ARGS)
+
+bench-dbaas: venv services
+	$(BIN)/python bench/dbaas.py $(BENCH_ARGS)
+
+bench-failover: venv services
+	$(BIN)/python bench/failover.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache

@@ -15,8 +15,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rideshare.bench.cli import bench as bench_command
 from rideshare.config import get_settings
 from rideshare.launcher import Stack, read_state
+from rideshare.orchestrator.runtime.process import pid_alive
 
 app = typer.Typer(help="RideShare: a ride-pooling backend with its own replicated DBaaS.",
                   no_args_is_help=True, add_completion=False)
@@ -24,11 +26,7 @@ console = Console()
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return pid_alive(pid)  # a dead child not yet reaped counts as dead
 
 
 @app.command()
@@ -152,6 +150,9 @@ def crash(role: Annotated[str, typer.Argument(help="master or slave")]) -> None:
     console.print(f"{response.status_code} {response.text}")
     raise typer.Exit(0 if response.status_code == 200 else 1)
 
+
+app.command("bench", help="Benchmark the public API through the gateway, next to the same "
+            "data work done directly with psycopg.")(bench_command)
 
 if __name__ == "__main__":
     app()

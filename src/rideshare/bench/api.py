@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from rideshare.bench.common import HttpClients
+from rideshare.bench.common import Client, HttpClients
 from rideshare.bench.load import Op, Outcome
 from rideshare.bench.workload import (
     RIDES_PER_PAIR,
@@ -33,13 +33,13 @@ EXPECTED: dict[str, set[Outcome]] = {
 }
 
 
-async def create_user(http: httpx.AsyncClient, name: str) -> int:
+async def create_user(http: Client | httpx.AsyncClient, name: str) -> int:
     body = {"username": name, "password": password_for(name)}
     r = await http.put("/api/v1/users", headers=JSON, content=orjson.dumps(body))
     return r.status_code
 
 
-async def create_ride(http: httpx.AsyncClient, creator: str,
+async def create_ride(http: Client | httpx.AsyncClient, creator: str,
                       pair: tuple[int, int]) -> tuple[int, Any]:
     body = {"created_by": creator, "timestamp": timestamp(future_time()),
             "source": pair[0], "destination": pair[1]}

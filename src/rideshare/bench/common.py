@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
+import orjson
 from rich.console import Console
 
 T = TypeVar("T")
@@ -26,33 +29,83 @@ def parse_counts(text: str) -> list[int]:
     return counts
 
 
-class HttpClients:
-    """One keep-alive ``httpx.AsyncClient`` (one connection) per simulated client.
+@dataclass(frozen=True)
+class Answer:
+    status_code: int
+    content: bytes
 
-    Not one shared client: httpx's connection pool costs CPU that grows with the number of
-    connections in it (encode/httpx#3215). Measured on the 2-core host against nginx's own
-    403: a shared client spends 0.97 ms of CPU per request at 1 concurrent request, 3.7 ms at
-    32 and 13.6 ms at 128, so the load generator, not RideShare, would set the pace; a client
-    per connection stays at 0.9-1.1 ms at every concurrency. No connection is opened or closed
-    while the clock runs (the warm-up opens them).
+    def json(self) -> Any:
+        return orjson.loads(self.content)
+
+
+class Client:
+    """The few calls the scenarios make, over one shared keep-alive ``aiohttp`` session.
+
+    Not httpx: its connection pool costs CPU that grows with the number of connections
+    (encode/httpx#3215): measured here against nginx's own 403, 0.97 ms of CPU per request at 1
+    concurrent request, 3.7 ms at 32 and 13.6 ms at 128, and the load generator shares the two
+    cores with the system it measures. aiohttp stays flat.
     """
 
-    def __init__(self, clients: int, base_url: str = "") -> None:
-        self.clients = [
-            httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(30.0, connect=5.0),
-                              limits=httpx.Limits(max_connections=1, max_keepalive_connections=1,
-                                                  keepalive_expiry=60))
-            for _ in range(clients)]
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
 
-    def __getitem__(self, client: int) -> httpx.AsyncClient:
-        return self.clients[client]
+    async def request(self, method: str, path: str, *, content: bytes | None = None,
+                      headers: dict[str, str] | None = None,
+                      params: dict[str, Any] | None = None) -> Answer:
+        async with self._session.request(method, self._base + path, data=content,
+                                         headers=headers, params=params) as response:
+            return Answer(response.status, await response.read())
+
+    async def get(self, path: str, **kw: Any) -> Answer:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Answer:
+        return await self.request("POST", path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> Answer:
+        return await self.request("PUT", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Answer:
+        return await self.request("DELETE", path, **kw)
+
+
+class HttpClients:
+    """What each simulated client sends its requests with (all share one session whose
+    connector keeps a connection per client alive; the warm-up opens them)."""
+
+    def __init__(self, clients: int, base_url: str = "") -> None:
+        self._clients = clients
+        self._base_url = base_url
+        self._session: aiohttp.ClientSession | None = None
+        self._client: Client | None = None
+
+    def __getitem__(self, client: int) -> Client:
+        assert self._client is not None, "use HttpClients as an async context manager"
+        return self._client
 
     async def __aenter__(self) -> HttpClients:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=30.0, connect=5.0),
+            connector=aiohttp.TCPConnector(limit=self._clients, keepalive_timeout=60))
+        self._client = Client(self._session, self._base_url)
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        for client in self.clients:
-            await client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+
+async def reachable(url: str) -> str | None:
+    """None when ``url`` answers (any status below 500), else why not: said before any load
+    is sent, rather than as a traceback from the middle of a run."""
+    try:
+        async with httpx.AsyncClient(timeout=5) as http:
+            r = await http.get(url)
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None if r.status_code < 500 else f"GET {url} answered {r.status_code}"
 
 
 def event_loop_name() -> str:

@@ -9,12 +9,13 @@ from rideshare.bench.common import (
     event_loop_name,
     make_console,
     parse_counts,
+    reachable,
     run_async,
     sigterm_as_interrupt,
 )
 from rideshare.bench.report import print_table, tables_for
 from rideshare.bench.results import machine, write_result
-from rideshare.bench.run import SCENARIOS, Target, measure, reachable
+from rideshare.bench.run import SCENARIOS, Target, measure
 from rideshare.bench.runner import Bounds
 from rideshare.bench.stack import OwnStack
 from rideshare.bench.topology import read_stack_json
@@ -63,7 +64,7 @@ def run(*, gateway: str, orchestrator: str | None, clients: str, duration: float
                             stack.run_dir)
         else:
             target = _external_target(gateway, orchestrator, run_dir)
-        problem = run_async(reachable(target.gateway_url))
+        problem = run_async(reachable(f"{target.gateway_url}/api/v1/_count"))
         if problem:
             console.print(f"[red]Nothing answers at {target.gateway_url}[/] ({problem}). Start "
                           "RideShare (`rideshare up --detach`), point --gateway at it, or pass "
@@ -75,6 +76,9 @@ def run(*, gateway: str, orchestrator: str | None, clients: str, duration: float
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
+    except RuntimeError as exc:  # the stack did not start, seeding was refused
+        console.print(f"[red]{exc}[/]")
+        return 1
     finally:
         if stack is not None:
             stack.close(console)

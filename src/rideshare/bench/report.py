@@ -22,6 +22,10 @@ from rich.table import Table
 
 from rideshare.bench.load import Tick
 
+#: Above this share of a core, the single-process load generator is what limits a cell.
+CLIENT_BOUND = 85.0
+#: Above this share of a core used by processes outside the benchmark, a cell is noisy.
+NOISY = 30.0
 CPU_COLUMNS = ("gateway", "users", "rides", "orchestrator", "master", "slaves", "postgres",
                "rabbitmq", "bench client", "kernel", "other", "machine")
 
@@ -75,7 +79,7 @@ def comparison(cells: list[dict[str, Any]], title: str, percentiles: tuple[int, 
     headers = ["scenario", "clients", "rideshare req/s",
                *(f"p{p} ms" for p in percentiles), *(["errors"] if errors else []),
                "direct req/s", *(f"p{p} ms" for p in percentiles), "ratio rideshare/direct"]
-    rows, capped = [], False
+    rows, capped, client_bound, noisy = [], False, False, False
     for scenario, clients, rs, direct in _pairs(cells):
         row = [scenario, str(clients)]
         for cell in (rs, direct):
@@ -84,6 +88,12 @@ def comparison(cells: list[dict[str, Any]], title: str, percentiles: tuple[int, 
             if cell and cell["system"] == "direct" and cell.get("pool_size", clients) < clients:
                 rate += f" (pool {cell['pool_size']})"
                 capped = True
+            if cell and cell.get("cpu", {}).get("bench client", 0) >= CLIENT_BOUND:
+                rate += " *"
+                client_bound = True
+            if cell and cell.get("cpu", {}).get("other", 0) >= NOISY:
+                rate += " †"
+                noisy = True
             row.append(rate)
             row.extend(fmt_ms(summary.get(f"p{p}_ms")) for p in percentiles)
             if errors and cell is rs:
@@ -95,6 +105,12 @@ def comparison(cells: list[dict[str, Any]], title: str, percentiles: tuple[int, 
             "answers, client side. ratio: RideShare req/s / direct req/s.")
     if capped:
         note += " (pool N): PostgreSQL's max_connections left room for only N connections."
+    if client_bound:
+        note += (f" *: the load generator (one Python process) used ≥ {CLIENT_BOUND:.0f} % of a "
+                 "core in that cell, so it was the limit: the figure is a lower bound.")
+    if noisy:
+        note += (f" †: other processes on the host used ≥ {NOISY:.0f} % of a core during that "
+                 "cell: the figure is noisy.")
     return TableData(title, headers, rows, note)
 
 

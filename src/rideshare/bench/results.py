@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,21 @@ def _memory_gib() -> float | None:
     return None
 
 
+def source_revision() -> dict[str, Any] | None:
+    """The commit the stack ran from, and whether the tree had changes outside the benchmarks'
+    own files: figures move with the code, so a result names the code it measured."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], text=True,
+                              capture_output=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain",
+                                "--untracked-files=no", "--", ".", ":!bench",
+                                ":!src/rideshare/bench"], text=True, capture_output=True,
+                               timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "uncommitted_changes": bool(dirty)}
+
+
 def machine() -> dict[str, Any]:
     """The host the benchmark ran on (client and stack share it: everything is loopback)."""
     return {
@@ -56,6 +72,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": sys.version.split()[0],
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "source": source_revision(),
     }
 
 

@@ -32,16 +32,6 @@ class Target:
     run_dir: Path | None
 
 
-async def reachable(url: str) -> str | None:
-    """None when the gateway answers, else why not (said before any load is sent)."""
-    try:
-        async with httpx.AsyncClient(timeout=5) as http:
-            r = await http.get(f"{url}/api/v1/_count")
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None if r.status_code == 200 else f"GET /api/v1/_count answered {r.status_code}"
-
-
 @dataclass
 class Run:
     """What the cells of one run share: the two systems, their data, the bounds, the display."""

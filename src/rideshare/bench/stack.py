@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -44,6 +45,7 @@ class OwnStack:
     overrides: dict[str, str] = field(default_factory=dict)
     name: str = field(default_factory=lambda: "bench" + uuid.uuid4().hex[:8])
     supervisor: subprocess.Popen[bytes] | None = None
+    failed: bool = False  # keep the run directory (its logs say why)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"rideshare-{self.name}-"))
@@ -95,9 +97,11 @@ class OwnStack:
             if state and state.get("ready") and state.get("supervisor_pid") == self.supervisor.pid:
                 return
             if self.supervisor.poll() is not None:
+                self.failed = True
                 raise RuntimeError(f"the stack did not start; see {self.run_dir}/stack.log and "
                                    f"{self.run_dir}/logs/\n{self.log_tail()}")
             time.sleep(0.2)
+        self.failed = True
         raise RuntimeError(f"the stack was not ready after {timeout_s:.0f} s; see {self.run_dir}")
 
     def log_tail(self, chars: int = 2000) -> str:
@@ -122,12 +126,17 @@ class OwnStack:
         asyncio.run(remove_names(self.settings))
 
     def close(self, console: Console) -> None:
-        """``down`` then ``cleanup``, shielded from a second Ctrl-C so nothing is left behind."""
+        """``down`` then ``cleanup``, shielded from a second Ctrl-C so nothing is left behind;
+        the run directory (logs) goes too, unless the stack failed to start."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             console.print(f"stopping the benchmark's stack {self.name} …")
             self.down()
             self.cleanup()
+            if self.failed:
+                console.print(f"its logs are kept in {self.run_dir}")
+            else:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
         finally:
             signal.signal(signal.SIGINT, previous)
 

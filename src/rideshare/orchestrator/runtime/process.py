@@ -16,7 +16,7 @@ from rideshare.orchestrator.runtime.base import WorkerHandle
 log = logging.getLogger(__name__)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True while ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -50,7 +50,7 @@ class ProcessRuntime:
         return handle
 
     def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return None
         handle = WorkerHandle(worker_id, pid, started_at)
         self._handles[worker_id] = handle
@@ -80,7 +80,7 @@ class ProcessRuntime:
         child = self._children.get(worker_id)
         if child is not None:
             return child.poll() is None
-        return _pid_alive(self._handles[worker_id].pid)
+        return pid_alive(self._handles[worker_id].pid)
 
     def reap(self) -> list[str]:
         ended = [wid for wid in self._handles if not self._running(wid)]
