@@ -3,7 +3,10 @@ Clients reconnect, and nothing acknowledged is lost."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -16,7 +19,7 @@ ZK_SERVER = "/usr/share/zookeeper/bin/zkServer.sh"
 
 @pytest.fixture(scope="module")
 def shaky(make_stack) -> RunningStack:
-    stack = make_stack(RIDESHARE_INITIAL_SLAVES="2")
+    stack = make_stack(RIDESHARE_INITIAL_SLAVES="2", RIDESHARE_WRITE_TIMEOUT_S="2")
     wait_until(lambda: serving(stack) == 3, 60, "a master and two slaves serve")
     r = httpx.post(f"{stack.orchestrator_url}/api/v1/db/write", timeout=30, json={"ops": [{
         "op": "insert", "table": "users", "values": {"username": "driver", "password_hash": "h"},
@@ -65,3 +68,29 @@ def test_a_zookeeper_restart_loses_no_acknowledged_write(shaky):
     check_writes(shaky, writers)
     after = sorted(w["pid"] for w in shaky.cluster()["workers"])
     print(f"workers before {before}, after {after}")
+
+
+def test_with_no_master_a_write_is_a_clear_503_in_bounded_time_and_reads_go_on(shaky):
+    wait_until(lambda: serving(shaky) == 3, 60, "a master and two slaves serve")
+    master = next(w for w in shaky.cluster()["workers"] if w["state"] == "master")
+    os.kill(master["pid"], signal.SIGSTOP)  # alive, holding writeQ, answering nothing
+    try:
+        started = time.monotonic()
+        r = httpx.post(f"{shaky.orchestrator_url}/api/v1/db/write", timeout=30, json={
+            "id": "while-paused", "ops": [{"op": "insert", "table": "users", "values": {
+                "username": "while-paused", "password_hash": "h"}}]})
+        waited = time.monotonic() - started
+        assert r.status_code == 503 and "retry with the same 'id'" in r.json()["error"]
+        assert 1.5 <= waited < 10
+        read = httpx.post(f"{shaky.orchestrator_url}/api/v1/db/read", timeout=30,
+                          json={"table": "users", "count": True})
+        assert read.status_code == 200, "the slaves keep serving reads"
+    finally:
+        os.kill(master["pid"], signal.SIGCONT)
+    again = httpx.post(f"{shaky.orchestrator_url}/api/v1/db/write", timeout=30, json={
+        "id": "while-paused", "ops": [{"op": "insert", "table": "users", "values": {
+            "username": "while-paused", "password_hash": "h"}}]})
+    assert again.status_code == 200, "a retry with the same id is safe, whatever happened"
+    count = httpx.post(f"{shaky.orchestrator_url}/api/v1/db/read", timeout=30, json={
+        "table": "users", "count": True, "where": {"username": "while-paused"}}).json()
+    assert count == {"count": 1}
