@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     read_timeout_s: float = 10.0
     read_wait_s: float = 5.0
     batch_size: int = 256
+    write_ids_kept: int = 1_000_000  # log positions a write id is remembered for (0: forever)
     zk_session_timeout_s: float = 6.0
     worker_start_timeout_s: float = 60.0
     reconcile_interval_s: float = 0.5

@@ -48,3 +48,26 @@ def test_reads_wait_for_the_position_they_need_and_give_up_at_the_bound():
         return await task, await waiters.wait_for(9, 0.05)
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_old_write_ids_are_forgotten_at_the_same_positions_everywhere():
+    import asyncio as aio
+
+    from rideshare.worker.store import PRUNE_EVERY, Store
+
+    class Recorder:
+        def __init__(self):
+            self.statements = []
+
+        async def execute(self, sql, params=()):
+            self.statements.append(params)
+
+    async def scenario():
+        conn = Recorder()
+        store = Store(conn)  # type: ignore[arg-type]
+        await store.forget_old_write_ids(PRUNE_EVERY - 5, PRUNE_EVERY - 1, keep=100)
+        await store.forget_old_write_ids(PRUNE_EVERY - 1, PRUNE_EVERY + 3, keep=100)
+        await store.forget_old_write_ids(PRUNE_EVERY - 1, PRUNE_EVERY + 3, keep=0)
+        return conn.statements
+
+    assert aio.run(scenario()) == [(PRUNE_EVERY + 3 - 100,)]

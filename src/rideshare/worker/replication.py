@@ -56,7 +56,8 @@ def judge(batch: dict[str, Any], applied: int, stream_epoch: int) -> Decision:
     return Decision(Verdict.APPLY, fresh, epoch)
 
 
-async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int) -> None:
+async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int,
+                        applied: int = 0, write_ids_kept: int = 0) -> None:
     """Apply resolved log entries in one transaction (a slave's group commit)."""
     async with store.conn.transaction():
         for entry in entries:
@@ -64,6 +65,7 @@ async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int)
                 await store.apply(entry["ops"], entry["position"], resolve=False, savepoint=False)
         await store.record_writes([(e["id"], e["position"], e["result"]) for e in entries])
         await store.set_log_state(entries[-1]["position"], epoch)
+        await store.forget_old_write_ids(applied, entries[-1]["position"], write_ids_kept)
 
 
 class PositionWaiters:

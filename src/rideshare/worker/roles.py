@@ -206,6 +206,8 @@ class MasterRole:
             await store.record_writes([(e["id"], e["position"], e["result"]) for e in entries])
             if entries:
                 await store.set_log_state(position, ctx.epoch)
+                await store.forget_old_write_ids(ctx.position, position,
+                                                 ctx.settings.write_ids_kept)
         return entries
 
     async def _replicate(self, batch: dict[str, Any]) -> None:
@@ -295,7 +297,8 @@ class SlaveRole:
             decision = judge(batch, self.applied, self._stream_epoch)
             if decision.verdict is Verdict.APPLY:
                 try:
-                    await apply_entries(self.ctx.store, decision.entries, decision.epoch)
+                    await apply_entries(self.ctx.store, decision.entries, decision.epoch,
+                                        self.applied, self.ctx.settings.write_ids_kept)
                 except Conflict as exc:
                     log.error("log entry refused (%s): reloading a snapshot", exc)
                     await self._load_snapshot()

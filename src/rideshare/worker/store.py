@@ -38,6 +38,9 @@ SNAPSHOT_TABLES = ("users", "rides", "ride_members", "request_counts", "id_count
                    "applied_writes")
 
 
+PRUNE_EVERY = 10_000
+
+
 class Conflict(Exception):
     """A constraint refused the write (duplicate key, missing referenced row)."""
 
@@ -153,6 +156,14 @@ class Store:
                 "INSERT INTO applied_writes (write_id, position, result) VALUES (%s, %s, %s)"
                 " ON CONFLICT (write_id) DO NOTHING",
                 [(w, p, orjson.dumps(r).decode()) for w, p, r in writes])
+
+    async def forget_old_write_ids(self, before: int, after: int, keep: int) -> None:
+        """Bound the table of applied write ids: each time the log crosses a multiple of
+        ``PRUNE_EVERY``, forget ids older than ``keep`` positions. Master and slaves do it at the
+        same positions, so their copies stay alike. A retry older than that is applied again."""
+        if keep > 0 and before // PRUNE_EVERY != after // PRUNE_EVERY:
+            await self.conn.execute("DELETE FROM applied_writes WHERE position <= %s",
+                                    (after - keep,))
 
     async def apply(
         self, ops: list[dict[str, Any]], position: int, resolve: bool, savepoint: bool = True
