@@ -316,7 +316,8 @@ def query_json(q: Query) -> dict[str, Any]:
 
 
 # --- message kinds on the queues --------------------------------------------------------------
-# writeQ:   {"v": 1, "kind": "writes", "writes": [{"id": str, "ops": [...]}, ...]}
+# writeQ:   {"v": 1, "kind": "writes", "writes": [{"id": str, "ops": [...], "fresh": bool}, ...]}
+#             ("fresh": the orchestrator made the id up, so a first delivery needs no lookup)
 #             reply: {"epoch": int, "answers": [one reply per write]}
 #           {"v": 1, "kind": "write", "id": str, "ops": [...]}   (one write; reply: its answer)
 #           {"v": 1, "kind": "snapshot"}                    (reply_to: the asking slave's queue)

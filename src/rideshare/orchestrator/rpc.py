@@ -149,9 +149,12 @@ class Rpc:
 
     async def write(self, request: WriteRequest, timeout_s: float) -> dict[str, Any]:
         self.write_timeout_s = timeout_s
-        answer = await self._writes.submit({
-            "id": request.write_id or f"w-{uuid.uuid4().hex}",
-            "ops": [operation_json(op) for op in request.ops]})
+        write: dict[str, Any] = {"ops": [operation_json(op) for op in request.ops]}
+        if request.write_id is None:  # an id never used before: the master need not look it up
+            write.update(id=f"w-{uuid.uuid4().hex}", fresh=True)
+        else:
+            write["id"] = request.write_id
+        answer = await self._writes.submit(write)
         if answer.get("epoch", 0) < self.epoch:
             raise StaleEpoch
         if "position" in answer:

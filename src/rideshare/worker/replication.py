@@ -63,8 +63,7 @@ async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int,
         for entry in entries:
             if entry["ops"]:  # the master applied it, so it applies here: no savepoint needed
                 await store.apply(entry["ops"], entry["position"], resolve=False, savepoint=False)
-        await store.record_writes([(e["id"], e["position"], e["result"]) for e in entries])
-        await store.set_log_state(entries[-1]["position"], epoch)
+        await store.record_log(entries, epoch)
         await store.forget_old_write_ids(applied, entries[-1]["position"], write_ids_kept)
 
 

@@ -149,8 +149,12 @@ class MasterRole:
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         requests = [(m, orjson.loads(m.body)) for m in batch]
         writes = [w for _, body in requests for w in _writes_of(body)]
+        # A write whose id the orchestrator made up, delivered for the first time, cannot have
+        # been applied before: only the others need looking up.
+        maybe_seen = [w["id"] for m, body in requests for w in _writes_of(body)
+                      if m.redelivered or not w.get("fresh")]
         if writes:
-            results = await self._commit(writes)
+            results = await self._commit(writes, maybe_seen)
             for request, body in requests:
                 answers = [{**results[w["id"]], "epoch": self.ctx.epoch}
                            for w in _writes_of(body)]
@@ -164,11 +168,12 @@ class MasterRole:
                 await reply(self._reply_channel, request, await self.ctx.store.dump())
         await settle(batch[-1], multiple=True)
 
-    async def _commit(self, writes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    async def _commit(self, writes: list[dict[str, Any]],
+                      maybe_seen: list[str]) -> dict[str, dict[str, Any]]:
         """Apply the writes not applied before (group commit), replicate them, and return the
         result of every write id, old or new."""
         store, ctx = self.ctx.store, self.ctx
-        known = await store.applied_results([w["id"] for w in writes])
+        known = await store.applied_results(maybe_seen)
         try:  # the common case: nothing conflicts, so no savepoint per write is needed
             entries = await self._apply_batch(writes, dict(known), savepoints=False)
         except Conflict:
@@ -203,9 +208,8 @@ class MasterRole:
                 entries.append({"position": position, "id": body["id"], "ops": resolved,
                                 "result": result})
                 known[body["id"]] = result
-            await store.record_writes([(e["id"], e["position"], e["result"]) for e in entries])
             if entries:
-                await store.set_log_state(position, ctx.epoch)
+                await store.record_log(entries, ctx.epoch)
                 await store.forget_old_write_ids(ctx.position, position,
                                                  ctx.settings.write_ids_kept)
         return entries

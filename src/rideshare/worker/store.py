@@ -147,15 +147,17 @@ class Store:
             "SELECT write_id, result FROM applied_writes WHERE write_id = ANY(%s)", (write_ids,))
         return {row["write_id"]: row["result"] for row in await cur.fetchall()}
 
-    async def record_writes(self, writes: list[tuple[str, int, dict[str, Any]]]) -> None:
-        """Remember each (write id, log position, result), in one round trip for a batch."""
-        if not writes:
-            return
-        async with self.conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO applied_writes (write_id, position, result) VALUES (%s, %s, %s)"
-                " ON CONFLICT (write_id) DO NOTHING",
-                [(w, p, orjson.dumps(r).decode()) for w, p, r in writes])
+    async def record_log(self, entries: list[dict[str, Any]], epoch: int) -> None:
+        """Remember each entry's write id and result, and advance the log position: one round
+        trip for the whole batch."""
+        await self.conn.execute(
+            "WITH recorded AS (INSERT INTO applied_writes (write_id, position, result)"
+            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::jsonb[])"
+            " ON CONFLICT (write_id) DO NOTHING)"
+            " UPDATE log_state SET position = %s, epoch = %s WHERE id = 1",
+            ([e["id"] for e in entries], [e["position"] for e in entries],
+             [orjson.dumps(e["result"]).decode() for e in entries],
+             entries[-1]["position"], epoch))
 
     async def forget_old_write_ids(self, before: int, after: int, keep: int) -> None:
         """Bound the table of applied write ids: each time the log crosses a multiple of
