@@ -316,11 +316,11 @@ def query_json(q: Query) -> dict[str, Any]:
 
 
 # --- message kinds on the queues --------------------------------------------------------------
-# writeQ:   {"v": 1, "kind": "writes", "writes": [{"id": str, "ops": [...], "fresh": bool}, ...]}
-#             ("fresh": the orchestrator made the id up, so a first delivery needs no lookup)
+# writeQ:   {"v": 1, "kind": "writes", "writes": [{"id": str, "ops": [...]}, ...]}
 #             reply: {"epoch": int, "answers": [one reply per write]}
 #           {"v": 1, "kind": "write", "id": str, "ops": [...]}   (one write; reply: its answer)
 #           {"v": 1, "kind": "snapshot"}                    (reply_to: the asking slave's queue)
+#           {"v": 1, "kind": "position"}   reply: {"position": int, "epoch": int}
 # readQ:    {"v": 1, "reads": [{"queries": [...]}, ...], "min_position": int}
 #             reply: {"answers": [one reply per read]}
 # syncQ:    {"v": 1, "epoch": int, "entries": [{"position": int, "id": str, "ops": [...],
@@ -330,6 +330,7 @@ def query_json(q: Query) -> dict[str, Any]:
 KIND_WRITE = "write"
 KIND_WRITES = "writes"  # several writes in one message, answered in one reply
 KIND_SNAPSHOT = "snapshot"
+KIND_POSITION = "position"  # the master's log position, ordered after every committed write
 KIND_MARKER = "marker"  # a new master's note to itself in its own sync queue: all before is drained
 
 

@@ -213,3 +213,21 @@ def test_sql_looking_values_are_stored_as_plain_data(db):
     r = db.post("/api/v1/db/read", json={"table": "users", "where": {"username": name}})
     assert r.json()["rows"][0]["username"] == name
     assert db.post("/api/v1/db/read", json={"table": "users", "count": True}).json()["count"] >= 1
+
+
+def test_a_value_the_database_cannot_hold_is_a_400_and_the_master_lives_on(db, stack):
+    epoch = stack.cluster()["epoch"]
+    service = f"s-{uuid.uuid4().hex[:8]}"
+    assert db.post("/api/v1/db/write", json={"ops": [{
+        "op": "insert", "table": "request_counts",
+        "values": {"service": service, "count": 1}}]}).status_code == 200
+    r = db.post("/api/v1/db/write", json={"ops": [{
+        "op": "update", "table": "request_counts", "add": {"count": 2**63 - 1},
+        "where": {"service": service}}]})
+    assert r.status_code == 400 and r.json()["error"]
+    assert db.post("/api/v1/db/write", json={"ops": [user_insert(f"u-{uuid.uuid4().hex[:8]}")]}
+                   ).status_code == 200
+    assert stack.cluster()["epoch"] == epoch, "no failover: the master did not die"
+    assert db.post("/api/v1/db/read", json={"table": "request_counts", "columns": ["count"],
+                                            "where": {"service": service}}).json() == {
+        "rows": [{"count": 1}]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -61,7 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await rpc.start()
         await cluster.start()
+        learning = asyncio.create_task(rpc.learn_position(settings.write_timeout_s))
         yield
+        learning.cancel()
         await cluster.stop()
         await rpc.stop()
 
@@ -79,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except RpcTimeout:
             return 503, {"error": f"No master committed the write within "
                                   f"{settings.write_timeout_s} s. It may still be applied: retry"
-                                  " with the same 'id'."}
+                                  " with the same 'id' (send one with every write you may"
+                                  " retry)."}
         except StaleEpoch:
             return 503, {"error": "The master that answered has been deposed; retry with the"
                                   " same 'id'."}

@@ -22,6 +22,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 
 from rideshare.messaging import Topology, connect, declare, message
 from rideshare.protocol import (
+    KIND_POSITION,
     KIND_WRITES,
     PROTOCOL_VERSION,
     ReadRequest,
@@ -79,6 +80,8 @@ class Batcher:
                                                   asyncio.Future[dict[str, Any]]]]) -> None:
         try:
             answers = await self._send([item for item, _ in chunk])
+            if len(answers) != len(chunk):
+                raise RpcUnavailable(f"{len(answers)} answers came for {len(chunk)} requests")
         except Exception as exc:  # every request of the message fails the same way
             for _, future in chunk:
                 if not future.done():
@@ -99,6 +102,7 @@ class Rpc:
         self.acked_position = 0  # the highest log position of any acknowledged write
         self.epoch = 0  # the newest election epoch we know of (kept by the cluster view)
         self.connection: AbstractRobustConnection | None = None
+        self._position_known = asyncio.Event()
         self._writes = Batcher(self._send_writes)
         self._reads = Batcher(self._send_reads)
         self.write_timeout_s = self.read_timeout_s = 10.0
@@ -149,12 +153,9 @@ class Rpc:
 
     async def write(self, request: WriteRequest, timeout_s: float) -> dict[str, Any]:
         self.write_timeout_s = timeout_s
-        write: dict[str, Any] = {"ops": [operation_json(op) for op in request.ops]}
-        if request.write_id is None:  # an id never used before: the master need not look it up
-            write.update(id=f"w-{uuid.uuid4().hex}", fresh=True)
-        else:
-            write["id"] = request.write_id
-        answer = await self._writes.submit(write)
+        answer = await self._writes.submit({
+            "id": request.write_id or f"w-{uuid.uuid4().hex}",
+            "ops": [operation_json(op) for op in request.ops]})
         if answer.get("epoch", 0) < self.epoch:
             raise StaleEpoch
         if "position" in answer:
@@ -167,8 +168,29 @@ class Rpc:
                                  persistent=True)
         return [{**answer, "epoch": reply["epoch"]} for answer in reply["answers"]]
 
+    async def learn_position(self, timeout_s: float) -> None:
+        """Start from the master's log position, asked through writeQ so that the answer comes
+        after every write it committed: an orchestrator that restarts must not send reads that
+        miss a write its predecessor acknowledged. Retried until a master answers."""
+        while not self._position_known.is_set():
+            try:
+                answer = await self._call(self.topology.names["write"],
+                                          {"v": PROTOCOL_VERSION, "kind": KIND_POSITION},
+                                          timeout_s, persistent=False)
+            except (RpcTimeout, RpcUnavailable) as exc:
+                log.warning("no master told its log position yet (%r); asking again", exc)
+                await asyncio.sleep(0.2)
+                continue
+            self.acked_position = max(self.acked_position, answer["position"])
+            self._position_known.set()
+
     async def read(self, request: ReadRequest, timeout_s: float) -> dict[str, Any]:
         self.read_timeout_s = timeout_s
+        if not self._position_known.is_set():  # just started: wait (bounded) for the position
+            try:
+                await asyncio.wait_for(self._position_known.wait(), timeout_s)
+            except TimeoutError as exc:
+                raise RpcTimeout from exc
         return await self._reads.submit({"queries": [query_json(q) for q in request.queries]})
 
     async def _send_reads(self, reads: list[dict[str, Any]]) -> list[dict[str, Any]]:

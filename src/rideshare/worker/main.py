@@ -85,6 +85,8 @@ class Worker:
             epoch = await self._epochs.get()
             mine = epoch.master == self.ctx.worker_id
             if mine and isinstance(self.role, SlaveRole):
+                if self.role.suspect:
+                    fatal("elected, but our copy may miss entries since a reconnect")
                 log.info("elected master of epoch %s", epoch.number)
                 slave = self.role
                 await slave.stop_reads()
@@ -128,13 +130,6 @@ async def run_worker(settings: Settings, worker_id: str, adopt: bool) -> None:
     ctx = Context(settings, worker_id, store, connection, state.position, state.epoch)
     worker = Worker(ctx, dcs)
 
-    def on_task_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        if exc is not None and not isinstance(exc, asyncio.CancelledError):
-            log.error("unhandled error: %s", context.get("message"), exc_info=exc)
-            fatal("a role task failed")
-
-    asyncio.get_running_loop().set_exception_handler(on_task_error)
     await worker.run()
 
 

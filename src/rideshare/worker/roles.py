@@ -28,6 +28,7 @@ from rideshare.config import Settings
 from rideshare.messaging import AMQP_ERRORS, Topology, declare, message, reply, settle
 from rideshare.protocol import (
     KIND_MARKER,
+    KIND_POSITION,
     KIND_SNAPSHOT,
     KIND_WRITE,
     KIND_WRITES,
@@ -46,6 +47,7 @@ from rideshare.worker.store import Conflict, Store
 
 log = logging.getLogger(__name__)
 REPLICATION_DEADLINE_S = 15.0
+DRAIN_TIMEOUT_S = 30.0
 
 
 def fatal(reason: str) -> None:
@@ -72,6 +74,9 @@ class Context:
     connection: AbstractRobustConnection
     position: int
     epoch: int
+
+
+RESYNC = object()  # put in a slave's inbox: reload a snapshot before anything else
 
 
 def _writes_of(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -149,12 +154,8 @@ class MasterRole:
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         requests = [(m, orjson.loads(m.body)) for m in batch]
         writes = [w for _, body in requests for w in _writes_of(body)]
-        # A write whose id the orchestrator made up, delivered for the first time, cannot have
-        # been applied before: only the others need looking up.
-        maybe_seen = [w["id"] for m, body in requests for w in _writes_of(body)
-                      if m.redelivered or not w.get("fresh")]
         if writes:
-            results = await self._commit(writes, maybe_seen)
+            results = await self._commit(writes)
             for request, body in requests:
                 answers = [{**results[w["id"]], "epoch": self.ctx.epoch}
                            for w in _writes_of(body)]
@@ -166,14 +167,16 @@ class MasterRole:
         for request, body in requests:
             if body.get("kind") == KIND_SNAPSHOT:
                 await reply(self._reply_channel, request, await self.ctx.store.dump())
+            elif body.get("kind") == KIND_POSITION:  # ordered after every write committed before
+                await reply(self._reply_channel, request,
+                            {"position": self.ctx.position, "epoch": self.ctx.epoch})
         await settle(batch[-1], multiple=True)
 
-    async def _commit(self, writes: list[dict[str, Any]],
-                      maybe_seen: list[str]) -> dict[str, dict[str, Any]]:
+    async def _commit(self, writes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """Apply the writes not applied before (group commit), replicate them, and return the
         result of every write id, old or new."""
         store, ctx = self.ctx.store, self.ctx
-        known = await store.applied_results(maybe_seen)
+        known = await store.applied_results([w["id"] for w in writes])
         try:  # the common case: nothing conflicts, so no savepoint per write is needed
             entries = await self._apply_batch(writes, dict(known), savepoints=False)
         except Conflict:
@@ -203,8 +206,8 @@ class MasterRole:
                 except Conflict as exc:
                     if not savepoints:
                         raise
-                    resolved, result = [], {"ok": False, "status": 409, "error": str(exc),
-                                            "position": position}
+                    resolved, result = [], {"ok": False, "status": exc.status,
+                                            "error": str(exc), "position": position}
                 entries.append({"position": position, "id": body["id"], "ops": resolved,
                                 "result": result})
                 known[body["id"]] = result
@@ -239,13 +242,14 @@ class SlaveRole:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.waiters = PositionWaiters()
-        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
         self._stream_epoch = ctx.epoch
         self._reads_in_flight: set[asyncio.Task[None]] = set()
         self._marker: asyncio.Future[None] | None = None
         self._read_tag: str | None = None
         self._apply_task: asyncio.Task[None] | None = None
         self.reads_served = 0
+        self.suspect = False  # our copy may miss entries (see _on_reconnect)
 
     @property
     def applied(self) -> int:
@@ -260,6 +264,10 @@ class SlaveRole:
             f"{self.topology.names['sync']}.{self.ctx.worker_id}", exclusive=True)
         await self._sync_queue.bind(self.topology.sync_exchange)
         self._sync_tag = await self._sync_queue.consume(self._deliver)
+        # Our sync queue lives as long as our connection: after a reconnect it is a new, empty
+        # queue, and what the old one held is gone. Until a fresh snapshot, we must not serve
+        # as a copy, and must not be promoted.
+        self.ctx.connection.reconnect_callbacks.add(self._on_reconnect)
         await self._load_snapshot()
         self._apply_task = asyncio.create_task(self._apply_log(), name="slave-apply")
         self._apply_task.add_done_callback(fatal_on_failure)
@@ -279,6 +287,11 @@ class SlaveRole:
     async def _deliver(self, incoming: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(incoming)
 
+    def _on_reconnect(self, *_: Any) -> None:
+        log.warning("reconnected to the broker: reloading a snapshot")
+        self.suspect = True
+        self._inbox.put_nowait(RESYNC)
+
     async def _load_snapshot(self) -> None:
         snapshot = await request_snapshot(
             self.ctx.connection, self.topology.names["write"],
@@ -292,6 +305,10 @@ class SlaveRole:
     async def _apply_log(self) -> None:
         while True:
             incoming = await self._inbox.get()
+            if incoming is RESYNC:
+                await self._load_snapshot()
+                self.suspect = False
+                continue
             batch = orjson.loads(incoming.body)
             if batch.get("kind") == KIND_MARKER:
                 await settle(incoming)
@@ -369,9 +386,13 @@ class SlaveRole:
         await self._sync_channel.default_exchange.publish(
             message({"v": PROTOCOL_VERSION, "kind": KIND_MARKER}),
             routing_key=self._sync_queue.name)
-        await self._marker
+        try:
+            await asyncio.wait_for(self._marker, DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            fatal("the sync queue could not be drained; another slave must take over")
 
     async def stop(self) -> None:
+        self.ctx.connection.reconnect_callbacks.discard(self._on_reconnect)
         await self.stop_reads()
         if self._apply_task is not None:
             self._apply_task.cancel()

@@ -42,7 +42,12 @@ PRUNE_EVERY = 10_000
 
 
 class Conflict(Exception):
-    """A constraint refused the write (duplicate key, missing referenced row)."""
+    """The database refused the write: a constraint (duplicate key, missing referenced row:
+    409), or a value it cannot hold, such as a sum past 64 bits (400). Nothing of it applied."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -183,9 +188,10 @@ class Store:
                     done, result = await self._apply_one(op, position, resolve)
                     resolved.append(done)
                     results.append(result)
-        except psycopg.errors.IntegrityError as exc:
+        except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
             detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
-            raise Conflict(detail) from exc
+            status = 409 if isinstance(exc, psycopg.errors.IntegrityError) else 400
+            raise Conflict(detail, status) from exc
         return resolved, results
 
     async def _apply_one(
@@ -352,8 +358,9 @@ async def drop_database(dsn: str, dbname: str) -> None:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
-async def worker_databases(dsn: str, db_prefix: str) -> dict[str, int]:
-    """Every database of this deployment's workers, with the log position it holds."""
+async def worker_databases(dsn: str, db_prefix: str) -> dict[str, tuple[int, int]]:
+    """Every database of this deployment's workers, with the (epoch, log position) it holds:
+    a copy of a later epoch holds everything acknowledged before it, whatever its position."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
         cur = await conn.execute(
             "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (db_prefix + "_",))
@@ -362,11 +369,11 @@ async def worker_databases(dsn: str, db_prefix: str) -> dict[str, int]:
     for name in names:
         try:
             async with await psycopg.AsyncConnection.connect(_dsn_for(dsn, name)) as conn:
-                cur = await conn.execute("SELECT position FROM log_state WHERE id = 1")
+                cur = await conn.execute("SELECT epoch, position FROM log_state WHERE id = 1")
                 row = await cur.fetchone()
-                positions[name] = row[0] if row else 0
+                positions[name] = (row[0], row[1]) if row else (0, 0)
         except psycopg.Error:
-            positions[name] = -1  # unreadable: never adopted, dropped
+            positions[name] = (-1, -1)  # unreadable: never adopted, dropped
     return positions
 
 
@@ -382,10 +389,10 @@ async def adopt_best_database(dsn: str, db_prefix: str, dbname: str) -> int:
             if name not in (best, dbname):
                 await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                     sql.Identifier(name)))
-        if best != dbname and positions[best] >= 0:
+        if best != dbname and positions[best][0] >= 0:
             await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(dbname)))
             await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
                 sql.Identifier(best), sql.Identifier(dbname)))
-    log.info("adopted database %s (log position %s) as %s", best, positions[best], dbname)
-    return max(positions[best], 0)
+    log.info("adopted database %s (epoch, log position %s) as %s", best, positions[best], dbname)
+    return max(positions[best][1], 0)
