@@ -65,11 +65,6 @@ class Coordinator:
             for callback in self._on_lost:
                 self._loop.call_soon_threadsafe(callback)
 
-    @property
-    def session_id(self) -> int | None:
-        sid = self._zk.client_id
-        return sid[0] if sid else None
-
     def _threadsafe(self, callback: Callable[..., None]) -> Callable[..., None]:
         loop = self._loop
         assert loop is not None, "start() first"
@@ -155,7 +150,3 @@ class Coordinator:
 
         self._zk.DataWatch(f"{self.root}/epoch", on_change)
 
-    # --- for tests and tools ------------------------------------------------------------------
-
-    async def delete_tree(self) -> None:
-        await asyncio.to_thread(self._zk.delete, self.root, recursive=True)

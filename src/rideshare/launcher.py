@@ -31,7 +31,6 @@ class Part:
     ready_url: str | None  # polled until it answers 200; None: the port only
     port: int
     process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
 
 
 @dataclass
@@ -122,7 +121,6 @@ class Stack:
                         and not self.stopping:
                     log.warning("%s exited with %s; restarting it", part.name,
                                 part.process.returncode)
-                    part.restarts += 1
                     self._spawn(part)
                     self.write_state(ready=True)
             time.sleep(0.2)

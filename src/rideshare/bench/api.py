@@ -19,10 +19,10 @@ from rideshare.bench.workload import (
     Seeded,
     future_time,
     password_for,
-    pick_mix,
     random_pair,
     seed_plan,
     timestamp,
+    with_mix,
 )
 
 JSON = {"content-type": "application/json"}
@@ -74,14 +74,8 @@ def ops(http: HttpClients, names: Names, seeded: Seeded) -> dict[str, Op]:
                                content=orjson.dumps({"username": seeded.joiner(ride)}))
         return r.status_code
 
-    table: dict[str, Op] = {"create-user": new_user, "create-ride": new_ride,
-                            "list-rides": list_rides, "ride-details": details, "join-ride": join}
-
-    async def mix(client: int) -> Outcome:
-        return await table[pick_mix()](client)
-
-    table["mix"] = mix
-    return table
+    return with_mix({"create-user": new_user, "create-ride": new_ride, "list-rides": list_rides,
+                     "ride-details": details, "join-ride": join})
 
 
 async def bounded(jobs: list[Callable[[], Awaitable[None]]], concurrency: int) -> None:

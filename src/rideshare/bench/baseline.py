@@ -26,9 +26,9 @@ from rideshare.bench.workload import (
     Names,
     Seeded,
     future_time,
-    pick_mix,
     random_pair,
     seed_plan,
+    with_mix,
 )
 
 #: What the users service stores for a password (pbkdf2_sha256$1000$<salt>$<hash>): the same
@@ -97,14 +97,8 @@ def ops(pool: AsyncConnectionPool, names: Names, seeded: Seeded, counters: Count
                                                next(counters.seq)))
         return 200
 
-    table: dict[str, Op] = {"create-user": new_user, "create-ride": new_ride,
-                            "list-rides": list_rides, "ride-details": details, "join-ride": join}
-
-    async def mix(client: int) -> Outcome:
-        return await table[pick_mix()](client)
-
-    table["mix"] = mix
-    return table
+    return with_mix({"create-user": new_user, "create-ride": new_ride, "list-rides": list_rides,
+                     "ride-details": details, "join-ride": join})
 
 
 async def seed(pool: AsyncConnectionPool, names: Names, counters: Counters) -> Seeded:

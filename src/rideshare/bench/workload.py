@@ -10,6 +10,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from rideshare.bench.load import Op, Outcome
+
 AREAS = range(1, 199)  # SPEC §3: areas 1..198
 TIMESTAMP_FORMAT = "%d-%m-%Y:%S-%M-%H"  # DD-MM-YYYY:SS-MM-HH
 SEED_USERS = 100
@@ -84,3 +86,12 @@ def seed_plan() -> list[tuple[int, int]]:
 
 def pick_mix() -> str:
     return random.choices([name for name, _ in MIX], weights=[w for _, w in MIX])[0]
+
+
+def with_mix(table: dict[str, Op]) -> dict[str, Op]:
+    """The scenarios, plus ``mix``: each of its requests is one of theirs, drawn by ``MIX``."""
+
+    async def mix(client: int) -> Outcome:
+        return await table[pick_mix()](client)
+
+    return {**table, "mix": mix}

@@ -54,7 +54,8 @@ def _decode(raw: bytes) -> Any:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    rpc = Rpc(settings.amqp_url, settings.queue_prefix)
+    rpc = Rpc(settings.amqp_url, settings.queue_prefix, settings.write_timeout_s,
+              settings.read_timeout_s)
     dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
     cluster = Cluster(settings, dcs, make_runtime(settings), rpc)
 
@@ -62,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await rpc.start()
         await cluster.start()
-        learning = asyncio.create_task(rpc.learn_position(settings.write_timeout_s))
+        learning = asyncio.create_task(rpc.learn_position())
         yield
         learning.cancel()
         await cluster.stop()
@@ -78,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     async def write(request: WriteRequest) -> tuple[int, Any]:
         try:
-            answer = await rpc.write(request, settings.write_timeout_s)
+            answer = await rpc.write(request)
         except RpcTimeout:
             return 503, {"error": f"No master committed the write within "
                                   f"{settings.write_timeout_s} s. It may still be applied: retry"
@@ -108,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except BadRequest as exc:
             return 400, {"error": str(exc)}
         try:
-            answer = await rpc.read(read, settings.read_timeout_s)
+            answer = await rpc.read(read)
         except RpcTimeout:
             return 503, {"error": f"No slave answered within {settings.read_timeout_s} s; retry."}
         except RpcUnavailable as exc:

@@ -93,7 +93,8 @@ class Batcher:
 
 
 class Rpc:
-    def __init__(self, amqp_url: str, queue_prefix: str) -> None:
+    def __init__(self, amqp_url: str, queue_prefix: str, write_timeout_s: float,
+                 read_timeout_s: float) -> None:
         self._url = amqp_url
         self._prefix = queue_prefix
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -105,13 +106,14 @@ class Rpc:
         self._position_known = asyncio.Event()
         self._writes = Batcher(self._send_writes)
         self._reads = Batcher(self._send_reads)
-        self.write_timeout_s = self.read_timeout_s = 10.0
+        self.write_timeout_s = write_timeout_s
+        self.read_timeout_s = read_timeout_s
 
     async def start(self) -> None:
         self.connection = await connect(self._url, f"{self._prefix}orchestrator")
-        self._fast_channel: AbstractChannel = await self.connection.channel(
+        self._channel: AbstractChannel = await self.connection.channel(
             publisher_confirms=False)
-        self.topology: Topology = await declare(self._fast_channel, self._prefix)
+        self.topology: Topology = await declare(self._channel, self._prefix)
         self._reply_channel = await self.connection.channel()
         replies = await self._reply_channel.declare_queue(
             self.topology.names["response"], durable=False, auto_delete=False)
@@ -137,7 +139,7 @@ class Rpc:
             # has committed it and the slaves' queues hold it, which the master's own confirmed
             # publish to syncQ proves. A message the broker loses is a timeout (503), never a
             # lost acknowledged write.
-            await self._fast_channel.default_exchange.publish(
+            await self._channel.default_exchange.publish(
                 message(body, persistent=persistent, correlation_id=correlation_id,
                         reply_to=self.topology.names["response"],
                         expiration=timeout_s),
@@ -151,8 +153,7 @@ class Rpc:
         finally:
             self._pending.pop(correlation_id, None)
 
-    async def write(self, request: WriteRequest, timeout_s: float) -> dict[str, Any]:
-        self.write_timeout_s = timeout_s
+    async def write(self, request: WriteRequest) -> dict[str, Any]:
         answer = await self._writes.submit({
             "id": request.write_id or f"w-{uuid.uuid4().hex}",
             "ops": [operation_json(op) for op in request.ops]})
@@ -168,7 +169,7 @@ class Rpc:
                                  persistent=True)
         return [{**answer, "epoch": reply["epoch"]} for answer in reply["answers"]]
 
-    async def learn_position(self, timeout_s: float) -> None:
+    async def learn_position(self) -> None:
         """Start from the master's log position, asked through writeQ so that the answer comes
         after every write it committed: an orchestrator that restarts must not send reads that
         miss a write its predecessor acknowledged. Retried until a master answers."""
@@ -176,7 +177,7 @@ class Rpc:
             try:
                 answer = await self._call(self.topology.names["write"],
                                           {"v": PROTOCOL_VERSION, "kind": KIND_POSITION},
-                                          timeout_s, persistent=False)
+                                          self.write_timeout_s, persistent=False)
             except (RpcTimeout, RpcUnavailable) as exc:
                 log.warning("no master told its log position yet (%r); asking again", exc)
                 await asyncio.sleep(0.2)
@@ -184,11 +185,10 @@ class Rpc:
             self.acked_position = max(self.acked_position, answer["position"])
             self._position_known.set()
 
-    async def read(self, request: ReadRequest, timeout_s: float) -> dict[str, Any]:
-        self.read_timeout_s = timeout_s
+    async def read(self, request: ReadRequest) -> dict[str, Any]:
         if not self._position_known.is_set():  # just started: wait (bounded) for the position
             try:
-                await asyncio.wait_for(self._position_known.wait(), timeout_s)
+                await asyncio.wait_for(self._position_known.wait(), self.read_timeout_s)
             except TimeoutError as exc:
                 raise RpcTimeout from exc
         return await self._reads.submit({"queries": [query_json(q) for q in request.queries]})

@@ -314,20 +314,6 @@ class Store:
                             await copy.write_row(row)
             await self.set_log_state(snapshot["position"], snapshot["epoch"])
 
-    async def checksum(self) -> str:
-        """A digest of every user-data table, to compare copies."""
-        parts = []
-        for name in ("users", "rides", "ride_members", "request_counts"):
-            table = TABLES[name]
-            cur = await self.conn.execute(
-                sql.SQL("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY {})), '') AS h"
-                        " FROM {} t").format(
-                    sql.SQL(", ").join(map(sql.Identifier, table.primary_key)),
-                    sql.Identifier(name)))
-            row = await cur.fetchone()
-            parts.append(f"{name}:{row['h'] if row else ''}")
-        return ";".join(parts)
-
 
 def _conditions(raw: dict[str, Any]) -> tuple[Condition, ...]:
     """Conditions as they travel on the queues: {column: {operator: value}}."""
