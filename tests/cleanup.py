@@ -1,17 +1,18 @@
-"""Remove one test stack's queues, ZooKeeper subtree and databases (settings from the env)."""
+"""Remove one test stack's queues, ZooKeeper subtree and copies (settings from the env): every
+server of its workers is stopped, and their data directories deleted."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 
 import aio_pika
-import psycopg
 from kazoo.client import KazooClient
-from psycopg import sql
 
 from rideshare.config import get_settings
 from rideshare.protocol import queue_names
+from rideshare.worker.pgserver import copy_dirs, data_root, remove_copy
 
 
 async def main() -> None:
@@ -29,12 +30,10 @@ async def main() -> None:
     zk.start(10)
     zk.delete(s.zk_root, recursive=True)
     zk.stop()
-    with psycopg.connect(s.pg_dsn, autocommit=True) as conn:
-        names = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                             (s.db_prefix + "_",)).fetchall()
-        for (name,) in names:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+    root = data_root(s)
+    for copy in copy_dirs(root):
+        remove_copy(copy)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,6 @@ class RunningStack:
             "RIDESHARE_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['orchestrator']}",
             "RIDESHARE_QUEUE_PREFIX": f"{self.name}.",
             "RIDESHARE_ZK_ROOT": f"/rideshare-test/{self.name}",
-            "RIDESHARE_DB_PREFIX": f"rs{self.name}",
             "RIDESHARE_RUN_DIR": str(self.run_dir),
             **self.overrides,
         }
@@ -124,6 +123,18 @@ class RunningStack:
         wait_until(lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200, 30,
                    f"{name} answers again")
 
+    def settings(self) -> Any:
+        """This stack's settings, as its parts read them from its environment."""
+        from rideshare.config import Settings
+
+        return Settings(**{k.removeprefix("RIDESHARE_").lower(): v for k, v in self.env.items()
+                           if k.startswith("RIDESHARE_")})
+
+    def data_root(self) -> Path:
+        from rideshare.worker.pgserver import data_root
+
+        return data_root(self.settings())
+
     def cluster(self) -> dict[str, Any]:
         return httpx.get(f"{self.orchestrator_url}/api/v1/cluster", timeout=5).json()
 
@@ -135,18 +146,18 @@ class RunningStack:
 
 def worker_copies(stack: RunningStack) -> dict[str, tuple[int, str]]:
     """Each live worker's (log position, checksum of every user-data table), read straight from
-    its database: how a test proves that copies agree."""
+    its own PostgreSQL server: how a test proves that copies agree."""
     import psycopg
 
     from rideshare.schema import TABLES
+    from rideshare.worker.pgserver import conninfo
 
     out = {}
-    dsn = stack.env.get("RIDESHARE_PG_DSN", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+    root = stack.data_root()
     for worker in stack.cluster()["workers"]:
         if worker["state"] not in ("master", "slave"):
-            continue  # still starting (its database may not exist yet) or retiring
-        dbname = f"{stack.env['RIDESHARE_DB_PREFIX']}_{worker['id']}"
-        with psycopg.connect(psycopg.conninfo.make_conninfo(dsn, dbname=dbname)) as conn:
+            continue  # still starting (its server may not run yet) or retiring
+        with psycopg.connect(conninfo(root / worker["id"]), connect_timeout=5) as conn:
             position = conn.execute("SELECT position FROM log_state").fetchone()[0]
             parts = []
             for name in ("users", "rides", "ride_members", "request_counts"):

@@ -28,13 +28,23 @@ class Settings(BaseSettings):
     # Backing servers.
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     zk_hosts: str = "127.0.0.1:2181"
+    # The benchmark's direct baseline only: the workers never use this server.
     pg_dsn: str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
-    # Names, so that several stacks (for example test runs) can share one set of servers.
+    # Names, so that several stacks (for example test runs) can share one broker and ZooKeeper.
     queue_prefix: str = ""
     zk_root: str = "/rideshare"
-    db_prefix: str = "rideshare"
     run_dir: Path = Path(".run")
+
+    # The workers' own PostgreSQL servers (worker/pgserver.py): one data directory each, under
+    # data_dir (empty: <run_dir>/data, or /var/lib/rideshare/... when the servers' user cannot
+    # reach that); binaries from pg_bin_dir (empty: the newest under /usr/lib/postgresql); run as
+    # pg_user when the stack runs as root; copied from pg_template_dir (empty: made with initdb
+    # under data_dir).
+    data_dir: Path | None = None
+    pg_bin_dir: str = ""
+    pg_user: str = "postgres"
+    pg_template_dir: str = ""
 
     # Behaviour.
     timezone: str = "UTC"
@@ -43,6 +53,7 @@ class Settings(BaseSettings):
     read_wait_s: float = 5.0
     batch_size: int = 256
     write_ids_kept: int = 1_000_000  # log positions a write id is remembered for (0: forever)
+    write_ids_max_age_s: float = 7 * 24 * 3600.0  # and for how long at most (0: no age bound)
     zk_session_timeout_s: float = 6.0
     worker_start_timeout_s: float = 60.0
     reconcile_interval_s: float = 0.5

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from rideshare.worker.replication import PositionWaiters, Verdict, judge
+from rideshare.worker.replication import (
+    FORGET_EVERY_POSITIONS,
+    FORGET_EVERY_S,
+    PositionWaiters,
+    Verdict,
+    forget_decision,
+    judge,
+)
 
 
 def batch(epoch: int, *positions: int) -> dict:
@@ -50,24 +57,16 @@ def test_reads_wait_for_the_position_they_need_and_give_up_at_the_bound():
     assert asyncio.run(scenario()) == (True, False)
 
 
-def test_old_write_ids_are_forgotten_at_the_same_positions_everywhere():
-    import asyncio as aio
+def test_write_ids_are_forgotten_by_count_each_time_the_log_crosses_a_multiple():
+    every = FORGET_EVERY_POSITIONS
+    assert forget_decision(every - 5, every - 1, 1000.0, 990.0, 100, 0) is None
+    assert forget_decision(every - 1, every + 3, 1000.0, 990.0, 100, 0) == {
+        "upto": every + 3 - 100, "before": 0}
+    assert forget_decision(every - 1, every + 3, 1000.0, 990.0, 0, 0) is None, "0: forever"
 
-    from rideshare.worker.store import PRUNE_EVERY, Store
 
-    class Recorder:
-        def __init__(self):
-            self.statements = []
-
-        async def execute(self, sql, params=()):
-            self.statements.append(params)
-
-    async def scenario():
-        conn = Recorder()
-        store = Store(conn)  # type: ignore[arg-type]
-        await store.forget_old_write_ids(PRUNE_EVERY - 5, PRUNE_EVERY - 1, keep=100)
-        await store.forget_old_write_ids(PRUNE_EVERY - 1, PRUNE_EVERY + 3, keep=100)
-        await store.forget_old_write_ids(PRUNE_EVERY - 1, PRUNE_EVERY + 3, keep=0)
-        return conn.statements
-
-    assert aio.run(scenario()) == [(PRUNE_EVERY + 3 - 100,)]
+def test_write_ids_are_forgotten_by_age_once_a_minute_whatever_the_position():
+    assert forget_decision(5, 6, 1000.0, 1000.0 - FORGET_EVERY_S + 1, 100, 3600) is None
+    decided = forget_decision(5, 6, 10_000.0, 10_000.0 - FORGET_EVERY_S, 100, 3600)
+    assert decided == {"upto": 6 - 100, "before": 10_000 - 3600}
+    assert forget_decision(5, 6, 10_000.0, 0.0, 0, 3600) == {"upto": -1, "before": 6400}

@@ -13,10 +13,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import tuple_row
 from psycopg_pool import AsyncConnectionPool
 
-from rideshare.worker.store import Store, drop_database
+from rideshare.worker.store import Store
 
 #: Connections left free for everyone else (other stacks, psql) when the pool must be capped.
 SPARE_CONNECTIONS = 12
@@ -30,12 +31,16 @@ def scratch_name() -> str:
 async def scratch_database(pg_dsn: str) -> AsyncIterator[str]:
     """A new database with RideShare's schema (the workers' own DDL); dropped afterwards."""
     name = scratch_name()
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+        await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        store = await Store.open(pg_dsn, name)
+        store = await Store.open(psycopg.conninfo.make_conninfo(pg_dsn, dbname=name))
         await store.close()
         yield name
     finally:
-        await drop_database(pg_dsn, name)
+        async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as conn:
+            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
 
 
 async def server_facts(pg_dsn: str) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def make_runtime(settings: Settings) -> WorkerRuntime:
     if settings.runtime == "process":
         from rideshare.orchestrator.runtime.process import ProcessRuntime
 
-        return ProcessRuntime(settings.run_dir / "logs")
+        return ProcessRuntime(settings)
     if settings.runtime == "docker":
         from rideshare.orchestrator.runtime.docker import DockerRuntime
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from rideshare.config import Settings
 from rideshare.dcs import Coordinator, Epoch
+from rideshare.orchestrator.adoption import choose_copy
 from rideshare.orchestrator.rpc import Rpc
 from rideshare.orchestrator.runtime.base import WorkerHandle, WorkerRuntime
 from rideshare.orchestrator.scaler import ReadWindow
@@ -37,7 +38,7 @@ class Observed:
 @dataclass
 class Plan:
     elect: str | None = None  # name this slave master of the next epoch
-    start_master: bool = False  # no worker at all: start one that adopts the best database
+    start_master: bool = False  # no worker at all: start one that adopts the best copy on disk
     kill: list[str] = field(default_factory=list)
     start_slaves: int = 0
     retire: list[str] = field(default_factory=list)
@@ -100,7 +101,8 @@ class Cluster:
         self.epoch = Epoch(0, None)
         self.znodes: dict[str, dict[str, Any]] = {}
         self.retiring: set[str] = set()
-        self._to_drop: set[str] = set()
+        self._to_drop: set[str] = set()  # copies of dead workers: dropped once a master runs
+        self._behind: set[str] = set()  # copies proven behind the adopted one
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -207,12 +209,12 @@ class Cluster:
         if todo.elect is not None:
             await self._elect(todo.elect)
         for _ in range(todo.start_slaves):
-            await self.runtime.start(self._ids.next(), adopt=False)
+            await self.runtime.start(self._ids.next())
         for worker_id in todo.retire:
             log.info("scaling down: retiring slave %s", worker_id)
             self.retiring.add(worker_id)
             self.runtime.stop(worker_id)
-        await self._drop_dead_databases()
+        await self._drop_dead_copies()
 
     def _scale(self) -> None:
         now = time.time()
@@ -231,24 +233,42 @@ class Cluster:
         self._on_epoch(epoch)
 
     async def _start_master(self) -> None:
+        """No worker runs: the first master takes over the most advanced copy left on disk."""
+        copies = await self.runtime.copies()
+        states = await asyncio.gather(*(self.runtime.probe(c) for c in copies))
+        adoption = choose_copy(dict(zip(copies, states, strict=True)))
         worker_id = self._ids.next()
         epoch = await self.dcs.advance_epoch(self.epoch, worker_id)
         if epoch is None:
             self._on_epoch(await self.dcs.epoch())
             return
         self._on_epoch(epoch)
-        self._to_drop.clear()  # the new master adopts the best database and drops the rest
-        await self.runtime.start(worker_id, adopt=True)
+        self._to_drop.clear()  # every copy on disk was just weighed: adopted, behind, or kept
+        self._behind = set(adoption.behind)
+        if adoption.unreadable:
+            log.warning("copies that could not be read are kept: %s", adoption.unreadable)
+        if adoption.adopt:
+            log.info("adopting the copy of %s (%s) for master %s; behind it: %s",
+                     adoption.adopt, states[copies.index(adoption.adopt)], worker_id,
+                     adoption.behind)
+        await self.runtime.start(worker_id, adopt_copy=adoption.adopt)
 
-    async def _drop_dead_databases(self) -> None:
-        """A dead worker's database goes once a live master holds everything it had."""
+    async def _drop_dead_copies(self) -> None:
+        """A dead worker's copy goes once a live master holds everything it had; a copy proven
+        behind the adopted one goes once the slaves have caught up too."""
         master = self.epoch.master
         if master is None or self.znodes.get(master, {}).get("role") != "master":
             return
         for worker_id in list(self._to_drop):
             if worker_id != master:
                 self._to_drop.discard(worker_id)
-                await self.runtime.drop_database(worker_id)
+                await self.runtime.drop_copy(worker_id)
+        slaves = [w for w in self.slave_ids() if self.znodes.get(w, {}).get("role") == "slave"]
+        if self._behind and len(slaves) >= self.desired_slaves:
+            for copy_id in sorted(self._behind):
+                log.info("removing the copy of %s: it is behind the adopted one", copy_id)
+                await self.runtime.drop_copy(copy_id)
+            self._behind.clear()
 
     # --- what the API asks -----------------------------------------------------------------
 

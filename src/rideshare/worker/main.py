@@ -1,8 +1,14 @@
 """One worker program for both roles: the role is decided, and can change, while it runs.
 
-``python -m rideshare.worker --id ID [--adopt]`` runs a worker; ``--drop-database ID`` removes a
-dead worker's database (the orchestrator's runtime calls it, so the orchestrator itself never
-touches a database).
+    python -m rideshare.worker --id ID [--adopt-copy COPY] [--data-dir PATH]
+        run a worker, with a PostgreSQL server of its own on PATH (default: <data root>/ID); with
+        --adopt-copy, the copy left on disk by worker COPY becomes its data directory first
+    python -m rideshare.worker --probe-copy PATH
+        print the (epoch, log position) a copy left on disk holds, as JSON
+    python -m rideshare.worker --drop-copy PATH
+        remove a copy (its stray server first)
+
+The orchestrator's runtime runs the last two, so that the orchestrator never touches a database.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator, Epoch
 from rideshare.messaging import connect
+from rideshare.worker.pgserver import PostgresServer, data_root, remove_copy
 from rideshare.worker.roles import Context, MasterRole, SlaveRole, fatal, fatal_on_failure
-from rideshare.worker.store import Store, adopt_best_database, database_name, drop_database
+from rideshare.worker.store import Store
 
 log = logging.getLogger("rideshare.worker")
 
@@ -118,44 +128,72 @@ class Worker:
         await self.ctx.store.close()
 
 
-async def run_worker(settings: Settings, worker_id: str, adopt: bool) -> None:
-    dbname = database_name(settings.db_prefix, worker_id)
-    if adopt:
-        await adopt_best_database(settings.pg_dsn, settings.db_prefix, dbname)
-    store = await Store.open(settings.pg_dsn, dbname)
-    state = await store.log_state()
-    connection = await connect(settings.amqp_url, f"{settings.queue_prefix}worker-{worker_id}")
-    dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
-    await dcs.start()
-    ctx = Context(settings, worker_id, store, connection, state.position, state.epoch)
-    worker = Worker(ctx, dcs)
+async def run_worker(settings: Settings, worker_id: str, data_dir: Path,
+                     adopt_from: Path | None) -> None:
+    server = PostgresServer(settings, data_dir)
+    await server.prepare(adopt_from)
+    await server.start()
+    watch = asyncio.create_task(server.wait(), name="postgres-server")
+    # A copy lives and dies with its worker, both ways: without its server, we must go.
+    watch.add_done_callback(lambda t: None if t.cancelled() else fatal(
+        f"our PostgreSQL server exited ({t.result()})"))
+    try:
+        store = await Store.open(server.dsn)
+        state = await store.log_state()
+        connection = await connect(settings.amqp_url, f"{settings.queue_prefix}worker-{worker_id}")
+        dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
+        await dcs.start()
+        ctx = Context(settings, worker_id, store, connection, state.position, state.epoch)
+        await Worker(ctx, dcs).run()
+    finally:
+        watch.cancel()
+        await server.stop()
 
-    await worker.run()
+
+async def probe_copy(settings: Settings, data_dir: Path) -> dict[str, int]:
+    """Start a server on a copy left on disk just long enough to read its log state."""
+    server = PostgresServer(settings, data_dir)
+    await server.start()
+    try:
+        store = await Store.open(server.dsn)
+        state = await store.log_state()
+        await store.close()
+    finally:
+        await server.stop()
+    return {"epoch": state.epoch, "position": state.position}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="rideshare-worker")
     parser.add_argument("--id", help="this worker's id")
-    parser.add_argument("--adopt", action="store_true",
-                        help="take over the most advanced existing worker database")
-    parser.add_argument("--drop-database", metavar="ID", help="drop a dead worker's database")
+    parser.add_argument("--data-dir", type=Path, help="its data directory")
+    parser.add_argument("--adopt-copy", metavar="COPY",
+                        help="take over the copy that worker COPY left on disk")
+    parser.add_argument("--probe-copy", metavar="PATH", type=Path,
+                        help="print the epoch and log position of a copy on disk")
+    parser.add_argument("--drop-copy", metavar="PATH", type=Path, help="remove a copy")
     args = parser.parse_args(argv)
     settings = get_settings()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s worker {args.id or '-'} %(levelname)s %(message)s")
-    if args.drop_database:
-        asyncio.run(drop_database(settings.pg_dsn,
-                                  database_name(settings.db_prefix, args.drop_database)))
+    if args.drop_copy:
+        remove_copy(args.drop_copy.resolve())
+        return
+    if args.probe_copy:
+        print(orjson.dumps(asyncio.run(probe_copy(settings, args.probe_copy.resolve()))).decode())
         return
     if not args.id:
         parser.error("--id is required")
+    root = data_root(settings)
+    data_dir = (args.data_dir or root / args.id).resolve()
+    adopt_from = root / args.adopt_copy if args.adopt_copy else None
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(run_worker(settings, args.id, args.adopt))
+    asyncio.run(run_worker(settings, args.id, data_dir, adopt_from))
 
 
 if __name__ == "__main__":

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import orjson
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-
-from rideshare.messaging import message
-from rideshare.protocol import KIND_SNAPSHOT, PROTOCOL_VERSION
 from rideshare.worker.store import Conflict, Store
 
 log = logging.getLogger(__name__)
@@ -56,15 +50,37 @@ def judge(batch: dict[str, Any], applied: int, stream_epoch: int) -> Decision:
     return Decision(Verdict.APPLY, fresh, epoch)
 
 
-async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int,
-                        applied: int = 0, write_ids_kept: int = 0) -> None:
+FORGET_EVERY_POSITIONS = 10_000
+FORGET_EVERY_S = 60.0
+
+
+def forget_decision(before: int, after: int, now: float, last_forget_at: float, keep: int,
+                    max_age_s: float) -> dict[str, int] | None:
+    """Which remembered write ids the master forgets after the log moved from ``before`` to
+    ``after``: those more than ``keep`` positions old, and those older than ``max_age_s``.
+
+    Decided now and then (each time the log crosses a multiple of ``FORGET_EVERY_POSITIONS``, or
+    ``FORGET_EVERY_S`` after the last time), and carried in the log entry, so that every copy
+    forgets the same ids at the same position. None: nothing to decide this time.
+    """
+    by_count = keep > 0 and before // FORGET_EVERY_POSITIONS != after // FORGET_EVERY_POSITIONS
+    by_age = max_age_s > 0 and now - last_forget_at >= FORGET_EVERY_S
+    if not (by_count or by_age):
+        return None
+    return {"upto": after - keep if keep > 0 else -1,
+            "before": int(now - max_age_s) if max_age_s > 0 else 0}
+
+
+async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int) -> None:
     """Apply resolved log entries in one transaction (a slave's group commit)."""
     async with store.conn.transaction():
         for entry in entries:
             if entry["ops"]:  # the master applied it, so it applies here: no savepoint needed
                 await store.apply(entry["ops"], entry["position"], resolve=False, savepoint=False)
         await store.record_log(entries, epoch)
-        await store.forget_old_write_ids(applied, entries[-1]["position"], write_ids_kept)
+        for entry in entries:
+            if "forget" in entry:
+                await store.forget_write_ids(entry["forget"])
 
 
 class PositionWaiters:
@@ -97,29 +113,5 @@ class PositionWaiters:
             return False
 
 
-async def request_snapshot(
-    connection: AbstractRobustConnection, write_queue: str, timeout_s: float
-) -> dict[str, Any]:
-    """Ask the master, through writeQ (so it is ordered with the writes), for a snapshot."""
-    channel = await connection.channel()
-    try:
-        answers = await channel.declare_queue(exclusive=True, auto_delete=True)
-        correlation_id = uuid.uuid4().hex
-        got: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-
-        async def on_answer(incoming: AbstractIncomingMessage) -> None:
-            if incoming.correlation_id == correlation_id and not got.done():
-                got.set_result(orjson.loads(incoming.body))
-
-        await answers.consume(on_answer, no_ack=True)
-        await channel.default_exchange.publish(
-            message({"v": PROTOCOL_VERSION, "kind": KIND_SNAPSHOT}, persistent=True,
-                    reply_to=answers.name, correlation_id=correlation_id),
-            routing_key=write_queue)
-        return await asyncio.wait_for(got, timeout_s)
-    finally:
-        await channel.close()
-
-
-__all__ = ["Conflict", "Decision", "PositionWaiters", "Verdict", "apply_entries", "judge",
-           "request_snapshot"]
+__all__ = ["Conflict", "Decision", "PositionWaiters", "Verdict", "apply_entries",
+           "forget_decision", "judge"]

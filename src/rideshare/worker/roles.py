@@ -36,13 +36,15 @@ from rideshare.protocol import (
     Query,
     parse_read,
 )
+from rideshare.worker.pgserver import bin_dir
 from rideshare.worker.replication import (
     PositionWaiters,
     Verdict,
     apply_entries,
+    forget_decision,
     judge,
-    request_snapshot,
 )
+from rideshare.worker.snapshot import SnapshotFailed, SnapshotSource, receive_snapshot
 from rideshare.worker.store import Conflict, Store
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,9 @@ class MasterRole:
         self._consumer_tag: str | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._busy = False
+        self._last_forget_at = time.time()
+        self.snapshots = SnapshotSource(ctx.connection, ctx.store.dsn,
+                                        bin_dir(ctx.settings) / "psql")
 
     async def start(self) -> None:
         self._sync_channel = await self.ctx.connection.channel(publisher_confirms=True)
@@ -139,6 +144,7 @@ class MasterRole:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
+        await self.snapshots.close()
 
     async def _batches(self) -> None:
         while True:
@@ -165,8 +171,8 @@ class MasterRole:
                 elif answers:
                     await reply(self._reply_channel, request, answers[0])
         for request, body in requests:
-            if body.get("kind") == KIND_SNAPSHOT:
-                await reply(self._reply_channel, request, await self.ctx.store.dump())
+            if body.get("kind") == KIND_SNAPSHOT:  # fixed here, between two group commits
+                await self.snapshots.begin(body)
             elif body.get("kind") == KIND_POSITION:  # ordered after every write committed before
                 await reply(self._reply_channel, request,
                             {"position": self.ctx.position, "epoch": self.ctx.epoch})
@@ -194,6 +200,7 @@ class MasterRole:
         store, ctx = self.ctx.store, self.ctx
         entries: list[dict[str, Any]] = []
         position = ctx.position
+        now = time.time()
         async with store.conn.transaction():
             for body in writes:
                 if body["id"] in known:
@@ -209,12 +216,18 @@ class MasterRole:
                     resolved, result = [], {"ok": False, "status": exc.status,
                                             "error": str(exc), "position": position}
                 entries.append({"position": position, "id": body["id"], "ops": resolved,
-                                "result": result})
+                                "result": result, "at": int(now)})
                 known[body["id"]] = result
             if entries:
                 await store.record_log(entries, ctx.epoch)
-                await store.forget_old_write_ids(ctx.position, position,
-                                                 ctx.settings.write_ids_kept)
+                forget = forget_decision(ctx.position, position, now, self._last_forget_at,
+                                         ctx.settings.write_ids_kept,
+                                         ctx.settings.write_ids_max_age_s)
+                if forget is not None:
+                    await store.forget_write_ids(forget)
+                    entries[-1]["forget"] = forget
+        if entries and "forget" in entries[-1]:
+            self._last_forget_at = now
         return entries
 
     async def _replicate(self, batch: dict[str, Any]) -> None:
@@ -293,14 +306,24 @@ class SlaveRole:
         self._inbox.put_nowait(RESYNC)
 
     async def _load_snapshot(self) -> None:
-        snapshot = await request_snapshot(
-            self.ctx.connection, self.topology.names["write"],
-            self.ctx.settings.worker_start_timeout_s)
-        await self.ctx.store.load(snapshot)
-        self._stream_epoch = max(self._stream_epoch, snapshot["epoch"])
-        self.waiters.advance(snapshot["position"])
-        self.ctx.position, self.ctx.epoch = snapshot["position"], self._stream_epoch
-        log.info("loaded snapshot at log position %s", snapshot["position"])
+        """A fresh copy from the master, asked for again until it comes (bounded)."""
+        deadline = time.monotonic() + self.ctx.settings.worker_start_timeout_s
+        while True:
+            try:
+                snapshot = await receive_snapshot(
+                    self.ctx.connection, self.topology.names["write"], self.ctx.store,
+                    max(1.0, min(30.0, deadline - time.monotonic())))
+                break
+            except (SnapshotFailed, *AMQP_ERRORS) as exc:
+                if time.monotonic() > deadline:
+                    raise SnapshotFailed(f"no copy could be had: {exc}") from exc
+                log.warning("getting a copy failed (%s); asking again", exc)
+                await asyncio.sleep(0.5)
+        self._stream_epoch = max(self._stream_epoch, snapshot.epoch)
+        self.waiters.advance(snapshot.position)
+        self.ctx.position, self.ctx.epoch = snapshot.position, self._stream_epoch
+        log.info("loaded a copy at log position %s (%.1f MiB in %.1f s)", snapshot.position,
+                 snapshot.bytes / (1 << 20), snapshot.seconds)
 
     async def _apply_log(self) -> None:
         while True:
@@ -318,8 +341,7 @@ class SlaveRole:
             decision = judge(batch, self.applied, self._stream_epoch)
             if decision.verdict is Verdict.APPLY:
                 try:
-                    await apply_entries(self.ctx.store, decision.entries, decision.epoch,
-                                        self.applied, self.ctx.settings.write_ids_kept)
+                    await apply_entries(self.ctx.store, decision.entries, decision.epoch)
                 except Conflict as exc:
                     log.error("log entry refused (%s): reloading a snapshot", exc)
                     await self._load_snapshot()

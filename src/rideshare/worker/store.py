@@ -30,15 +30,13 @@ _META_DDL = (
     "INSERT INTO log_state VALUES (1, 0, 0) ON CONFLICT DO NOTHING",
     "CREATE TABLE IF NOT EXISTS id_counters (name text PRIMARY KEY, value bigint NOT NULL)",
     "CREATE TABLE IF NOT EXISTS applied_writes (write_id text PRIMARY KEY,"
-    " position bigint NOT NULL, result jsonb NOT NULL)",
+    " position bigint NOT NULL, result jsonb NOT NULL, applied_at bigint NOT NULL)",
     "CREATE INDEX IF NOT EXISTS applied_writes_position ON applied_writes (position)",
+    "CREATE INDEX IF NOT EXISTS applied_writes_applied_at ON applied_writes (applied_at)",
 )
 #: Tables a snapshot carries, parents before children; meta tables included.
 SNAPSHOT_TABLES = ("users", "rides", "ride_members", "request_counts", "id_counters",
                    "applied_writes")
-
-
-PRUNE_EVERY = 10_000
 
 
 class Conflict(Exception):
@@ -54,10 +52,6 @@ class Conflict(Exception):
 class LogState:
     position: int
     epoch: int
-
-
-def database_name(db_prefix: str, worker_id: str) -> str:
-    return f"{db_prefix}_{worker_id}"
 
 
 def _table_ddl(table: Table) -> list[sql.Composed]:
@@ -112,11 +106,9 @@ class Store:
     # --- lifecycle ---------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, dsn: str, dbname: str) -> Store:
-        await create_database(dsn, dbname)
-        conn = await psycopg.AsyncConnection.connect(
-            _dsn_for(dsn, dbname), autocommit=True, row_factory=dict_row)
-        store = cls(conn, _dsn_for(dsn, dbname))
+    async def open(cls, dsn: str) -> Store:
+        conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, row_factory=dict_row)
+        store = cls(conn, dsn)
         await store.create_schema()
         return store
 
@@ -153,24 +145,23 @@ class Store:
         return {row["write_id"]: row["result"] for row in await cur.fetchall()}
 
     async def record_log(self, entries: list[dict[str, Any]], epoch: int) -> None:
-        """Remember each entry's write id and result, and advance the log position: one round
-        trip for the whole batch."""
+        """Remember each entry's write id, result and time, and advance the log position: one
+        round trip for the whole batch."""
         await self.conn.execute(
-            "WITH recorded AS (INSERT INTO applied_writes (write_id, position, result)"
-            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::jsonb[])"
+            "WITH recorded AS (INSERT INTO applied_writes (write_id, position, result, applied_at)"
+            " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::jsonb[], %s::bigint[])"
             " ON CONFLICT (write_id) DO NOTHING)"
             " UPDATE log_state SET position = %s, epoch = %s WHERE id = 1",
             ([e["id"] for e in entries], [e["position"] for e in entries],
              [orjson.dumps(e["result"]).decode() for e in entries],
-             entries[-1]["position"], epoch))
+             [e.get("at", 0) for e in entries], entries[-1]["position"], epoch))
 
-    async def forget_old_write_ids(self, before: int, after: int, keep: int) -> None:
-        """Bound the table of applied write ids: each time the log crosses a multiple of
-        ``PRUNE_EVERY``, forget ids older than ``keep`` positions. Master and slaves do it at the
-        same positions, so their copies stay alike. A retry older than that is applied again."""
-        if keep > 0 and before // PRUNE_EVERY != after // PRUNE_EVERY:
-            await self.conn.execute("DELETE FROM applied_writes WHERE position <= %s",
-                                    (after - keep,))
+    async def forget_write_ids(self, forget: dict[str, int]) -> None:
+        """Forget the write ids the master decided to forget (``forget_decision``): the same
+        rows on every copy, at the same log position, whatever each copy's clock says."""
+        await self.conn.execute(
+            "DELETE FROM applied_writes WHERE position <= %s OR applied_at < %s",
+            (forget["upto"], forget["before"]))
 
     async def apply(
         self, ops: list[dict[str, Any]], position: int, resolve: bool, savepoint: bool = True
@@ -282,38 +273,6 @@ class Store:
         cur = await self.conn.execute(statement, params)
         return {"rows": await cur.fetchall()}
 
-    # --- snapshots -------------------------------------------------------------------------------
-
-    async def dump(self) -> dict[str, Any]:
-        """A consistent copy of everything, with the log position it reflects."""
-        async with self.conn.transaction():
-            await self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            state = await self.log_state()
-            tables = {}
-            for name in SNAPSHOT_TABLES:
-                cur = await self.conn.execute(
-                    sql.SQL("SELECT * FROM {}").format(sql.Identifier(name)))
-                tables[name] = [list(row.values()) for row in await cur.fetchall()]
-        return {"position": state.position, "epoch": state.epoch, "tables": tables}
-
-    async def load(self, snapshot: dict[str, Any]) -> None:
-        """Replace everything with ``snapshot``, in one transaction."""
-        async with self.conn.transaction():
-            for name in reversed(SNAPSHOT_TABLES):
-                await self.conn.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(name)))
-            for name in SNAPSHOT_TABLES:
-                rows = snapshot["tables"].get(name, [])
-                if not rows:
-                    continue
-                if name == "applied_writes":
-                    rows = [[r[0], r[1], orjson.dumps(r[2]).decode()] for r in rows]
-                async with self.conn.cursor() as cur:
-                    async with cur.copy(sql.SQL("COPY {} FROM STDIN").format(
-                            sql.Identifier(name))) as copy:
-                        for row in rows:
-                            await copy.write_row(row)
-            await self.set_log_state(snapshot["position"], snapshot["epoch"])
-
 
 def _conditions(raw: dict[str, Any]) -> tuple[Condition, ...]:
     """Conditions as they travel on the queues: {column: {operator: value}}."""
@@ -322,63 +281,3 @@ def _conditions(raw: dict[str, Any]) -> tuple[Condition, ...]:
         ((operator, value),) = spec.items()
         out.append(Condition(column, operator, tuple(value) if operator == "in" else value))
     return tuple(out)
-
-
-def _dsn_for(dsn: str, dbname: str) -> str:
-    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
-
-
-async def create_database(dsn: str, dbname: str) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        cur = await conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
-        if await cur.fetchone() is None:
-            try:
-                await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-            except psycopg.errors.DuplicateDatabase:
-                pass
-
-
-async def drop_database(dsn: str, dbname: str) -> None:
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        await conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
-
-
-async def worker_databases(dsn: str, db_prefix: str) -> dict[str, tuple[int, int]]:
-    """Every database of this deployment's workers, with the (epoch, log position) it holds:
-    a copy of a later epoch holds everything acknowledged before it, whatever its position."""
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        cur = await conn.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (db_prefix + "_",))
-        names = [row[0] for row in await cur.fetchall()]
-    positions = {}
-    for name in names:
-        try:
-            async with await psycopg.AsyncConnection.connect(_dsn_for(dsn, name)) as conn:
-                cur = await conn.execute("SELECT epoch, position FROM log_state WHERE id = 1")
-                row = await cur.fetchone()
-                positions[name] = (row[0], row[1]) if row else (0, 0)
-        except psycopg.Error:
-            positions[name] = (-1, -1)  # unreadable: never adopted, dropped
-    return positions
-
-
-async def adopt_best_database(dsn: str, db_prefix: str, dbname: str) -> int:
-    """Make ``dbname`` the copy with the highest log position (the last master's), dropping the
-    others: used when a deployment starts with no live worker, so data survives down and up."""
-    positions = await worker_databases(dsn, db_prefix)
-    if not positions:
-        return 0
-    best = max(positions, key=lambda n: positions[n])
-    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        for name in positions:
-            if name not in (best, dbname):
-                await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
-        if best != dbname and positions[best][0] >= 0:
-            await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(dbname)))
-            await conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
-                sql.Identifier(best), sql.Identifier(dbname)))
-    log.info("adopted database %s (epoch, log position %s) as %s", best, positions[best], dbname)
-    return max(positions[best][1], 0)

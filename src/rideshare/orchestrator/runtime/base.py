@@ -1,4 +1,4 @@
-"""How workers are started and killed, behind one small interface (process now, Docker later)."""
+"""How workers are started and killed, behind one small interface (process, docker)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,18 @@ class WorkerHandle:
     started_at: float
 
 
+@dataclass(frozen=True)
+class CopyState:
+    """What a copy left on disk holds: the last epoch and log position it applied."""
+
+    epoch: int
+    position: int
+
+
 class WorkerRuntime(Protocol):
-    async def start(self, worker_id: str, adopt: bool) -> WorkerHandle:
-        """Start a worker; with ``adopt`` it takes over the most advanced existing database."""
+    async def start(self, worker_id: str, adopt_copy: str | None = None) -> WorkerHandle:
+        """Start a worker with a PostgreSQL server of its own; with ``adopt_copy``, the copy
+        that worker left on disk becomes the new worker's data."""
 
     def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
         """Take charge of a worker an earlier orchestrator started (``pid`` as its znode
@@ -33,5 +42,12 @@ class WorkerRuntime(Protocol):
     def alive(self) -> dict[str, WorkerHandle]:
         """Workers whose process runs, by id."""
 
-    async def drop_database(self, worker_id: str) -> None:
-        """Remove a dead or retired worker's database."""
+    async def copies(self) -> list[str]:
+        """The ids of the copies left on disk by workers that do not run (names matched
+        exactly: only this deployment's)."""
+
+    async def probe(self, copy_id: str) -> CopyState | None:
+        """The epoch and log position a copy holds; None if it could not be read."""
+
+    async def drop_copy(self, copy_id: str) -> None:
+        """Remove a dead or retired worker's copy."""

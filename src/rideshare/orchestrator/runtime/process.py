@@ -9,9 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from rideshare.orchestrator.runtime.base import WorkerHandle
+import orjson
+
+from rideshare.config import Settings
+from rideshare.orchestrator.runtime.base import CopyState, WorkerHandle
+from rideshare.worker.pgserver import copy_dirs, data_root, kill_stray_postmaster
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +29,30 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+WORKER = [sys.executable, "-m", "rideshare.worker"]
+
+
 class ProcessRuntime:
-    def __init__(self, log_dir: Path) -> None:
-        self._log_dir = log_dir
+    """Each worker a child process; its copy a data directory under the data root."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._log_dir = settings.run_dir / "logs"
+        self._data_root = data_root(settings)
         self._handles: dict[str, WorkerHandle] = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _command(self, worker_id: str, adopt: bool) -> list[str]:
-        return [sys.executable, "-m", "rideshare.worker", "--id", worker_id,
-                *(["--adopt"] if adopt else [])]
-
-    async def start(self, worker_id: str, adopt: bool) -> WorkerHandle:
+    async def start(self, worker_id: str, adopt_copy: str | None = None) -> WorkerHandle:
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        command = [*WORKER, "--id", worker_id,
+                   *(["--adopt-copy", adopt_copy] if adopt_copy else [])]
         with open(self._log_dir / f"worker-{worker_id}.log", "ab") as out:
-            child = subprocess.Popen(self._command(worker_id, adopt), stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+            child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
         handle = WorkerHandle(worker_id, child.pid, time.time())
         self._children[worker_id] = child
         self._handles[worker_id] = handle
         log.info("started worker %s, pid %s%s", worker_id, child.pid,
-                 " (adopting)" if adopt else "")
+                 f" (adopting the copy of {adopt_copy})" if adopt_copy else "")
         return handle
 
     def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
@@ -87,21 +93,41 @@ class ProcessRuntime:
         for wid in ended:
             self._handles.pop(wid)
             self._children.pop(wid, None)
+            # Its server dies with it (a parent-death signal); should one outlive it anyway:
+            kill_stray_postmaster(self._data_root / wid)
         return ended
 
     def alive(self) -> dict[str, WorkerHandle]:
         return {wid: h for wid, h in self._handles.items() if self._running(wid)}
 
-    async def drop_database(self, worker_id: str) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "rideshare.worker", "--drop-database", worker_id,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            log.error("dropping the database of %s timed out", worker_id)
-            return
-        if proc.returncode:
-            log.error("dropping the database of %s failed: %s", worker_id, err.decode()[-500:])
+    async def copies(self) -> list[str]:
+        alive = self.alive()
+        return [p.name for p in copy_dirs(self._data_root) if p.name not in alive]
+
+    async def probe(self, copy_id: str) -> CopyState | None:
+        code, out = await _run_worker(["--probe-copy", str(self._data_root / copy_id)], 90)
+        if code != 0:
+            log.error("the copy of %s could not be read (it is kept): %s", copy_id, out[-500:])
+            return None
+        state = orjson.loads(out.strip().splitlines()[-1])
+        return CopyState(state["epoch"], state["position"])
+
+    async def drop_copy(self, copy_id: str) -> None:
+        code, out = await _run_worker(["--drop-copy", str(self._data_root / copy_id)], 60)
+        if code != 0:
+            log.error("removing the copy of %s failed: %s", copy_id, out[-500:])
+
+
+async def _run_worker(args: list[str], timeout_s: float) -> tuple[int, str]:
+    """Run the worker program for a one-off task on a copy; (exit code, its output)."""
+    proc = await asyncio.create_subprocess_exec(
+        *WORKER, *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return -1, f"no result within {timeout_s:.0f} s"
+    return proc.returncode or 0, (out.decode(errors="replace") if proc.returncode == 0
+                                  else err.decode(errors="replace"))
