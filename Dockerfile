@@ -17,18 +17,26 @@ ENV LANG=C.UTF-8 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
-# A base without Python 3 and venv (Debian itself, a debootstrapped one) gets Debian's.
+# Every worker runs its own PostgreSQL server inside its container: Debian's PostgreSQL 15 (no
+# cluster of its own, no service started at install). A base without Python 3 and venv (Debian
+# itself, a debootstrapped one) gets Debian's.
 RUN set -eu; \
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+    mkdir -p /etc/postgresql-common; \
+    echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf; \
+    packages="postgresql-15"; \
     if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then \
-        apt-get update; \
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            python3 python3-venv; \
-        rm -rf /var/lib/apt/lists/*; \
+        packages="$packages python3 python3-venv"; \
     fi; \
+    apt-get update; \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        -o Dpkg::Options::=--force-confold $packages; \
+    rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d; \
     groupadd --system --gid 10001 rideshare; \
     useradd --system --uid 10001 --gid rideshare --home-dir /var/lib/rideshare \
         --create-home --shell /usr/sbin/nologin rideshare; \
-    install -d -o rideshare -g rideshare /var/lib/rideshare/run /var/lib/rideshare/gateway
+    install -d -o rideshare -g rideshare /var/lib/rideshare/run /var/lib/rideshare/gateway; \
+    install -d -m 0700 -o rideshare -g rideshare /var/lib/rideshare/pgdata
 
 # Dependencies in their own layer: it is rebuilt only when pyproject.toml or the wheels change.
 FROM base AS deps
@@ -49,7 +57,9 @@ ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     HOME=/var/lib/rideshare \
     RIDESHARE_HOST=0.0.0.0 \
-    RIDESHARE_RUN_DIR=/var/lib/rideshare/run
+    RIDESHARE_RUN_DIR=/var/lib/rideshare/run \
+    RIDESHARE_PG_BIN_DIR=/usr/lib/postgresql/15/bin \
+    RIDESHARE_PG_TEMPLATE_DIR=/opt/rideshare/pg-template
 WORKDIR /app
 COPY docker/entrypoint.py /usr/local/bin/rideshare-entrypoint
 COPY docker/healthcheck.py /usr/local/bin/rideshare-healthcheck
@@ -61,7 +71,11 @@ RUN set -eu; \
     pip install -q --no-deps --no-build-isolation --no-index /app; \
     rm -rf /app/build /app/src; \
     chmod 0755 /usr/local/bin/rideshare-entrypoint /usr/local/bin/rideshare-healthcheck; \
-    python -c 'import rideshare.orchestrator.api, rideshare.worker.main, docker'
+    python -c 'import rideshare.orchestrator.api, rideshare.worker.main, docker'; \
+    install -d -o rideshare -g rideshare /opt/rideshare; \
+    setpriv --reuid=rideshare --regid=rideshare --init-groups \
+        /usr/lib/postgresql/15/bin/initdb -D /opt/rideshare/pg-template -U rideshare \
+        --auth=trust --encoding=UTF8 --locale=C.UTF-8 --wal-segsize=4 --no-instructions >/dev/null
 
 USER rideshare
 EXPOSE 8080 8081 8082 8090

@@ -62,9 +62,9 @@ def gateway_config(out: str, users: str, rides: str) -> int:
     # In a container nginx logs to stderr (docker logs), not to a file in the volume.
     text = re.sub(r"(?m)^error_log .*;$", "error_log stderr warn;", conf.read_text())
     conf.write_text(text)
-    for temp in (run_dir / "nginx-tmp").rglob("*"):
-        temp.chmod(0o777)  # nginx's workers run as another user than ours
-    (run_dir / "nginx-tmp").chmod(0o777)
+    for temp in [run_dir / "nginx-tmp", *(run_dir / "nginx-tmp").rglob("*")]:
+        if temp.stat().st_uid == os.getuid():  # nginx made the rest, on an earlier start
+            temp.chmod(0o777)  # nginx's workers run as another user than ours
     print(f"gateway config written to {conf}", flush=True)
     return 0
 

@@ -251,3 +251,33 @@ def check_writes(stack: RunningStack, writers: Writers) -> list[dict[str, Any]]:
     assert all(by_key[k] == [ride_id] for k, ride_id in writers.acked.items())
     assert writers.errors == [], writers.errors[:5]
     return rows
+
+
+def servers_under(root: Path) -> dict[Path, Any]:
+    """The PostgreSQL postmasters whose data directory is under ``root``, by data directory."""
+    import psutil
+
+    found = {}
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or len(cmdline) < 3:
+            continue
+        if cmdline[0].endswith("/postgres") and cmdline[1] == "-D" and \
+                Path(cmdline[2]).parent == root:
+            found[Path(cmdline[2])] = proc
+    return found
+
+
+def processes_of_data_dir(data_dir: Path) -> list[Any]:
+    """Every live process of the server on ``data_dir``: the postmaster and each of its backends
+    (PostgreSQL's processes work in their data directory, orphans included)."""
+    import psutil
+
+    out = []
+    for proc in psutil.process_iter(["name", "status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.cwd() == str(data_dir):
+                out.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out

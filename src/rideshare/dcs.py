@@ -53,6 +53,7 @@ class Coordinator:
         await asyncio.to_thread(self._zk.ensure_path, f"{self.root}/workers")
 
     async def stop(self) -> None:
+        self._on_lost.clear()  # closing our own session is not losing it
         await asyncio.to_thread(self._zk.stop)
         await asyncio.to_thread(self._zk.close)
 

@@ -25,7 +25,7 @@ import pytest
 from tests.support import ROOT
 
 SETUP = ROOT / "scripts" / "docker-setup.sh"
-STANDINS = ("postgres", "rabbitmq", "zookeeper", "nginx")
+STANDINS = ("rabbitmq", "zookeeper", "nginx")
 APP_IMAGE = os.environ.get("RIDESHARE_TEST_IMAGE", "rideshare:test")
 LOG_DIR = ROOT / "build" / "container-tests"
 
@@ -182,7 +182,7 @@ def _folder_hash(folder: Path, extra: str) -> str:
 
 @pytest.fixture(scope="session")
 def standin_images(docker_engine: Any, base_image: str) -> dict[str, str]:
-    """The four stand-ins, tagged with a hash of their folder and base: built once, reused."""
+    """The stand-ins, tagged with a hash of their folder and base: built once, reused."""
     base_id = docker_engine.images.get(base_image).id
     images = {}
     for name in STANDINS:

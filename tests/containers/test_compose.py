@@ -1,8 +1,10 @@
 """The whole system in containers, for real: the image is built, ``docker-compose.yml`` comes up
-with local stand-ins for the official PostgreSQL, RabbitMQ, ZooKeeper and nginx images (Debian's
-packages on a debootstrapped base), the original grader's flow runs through the gateway, the
-crash APIs kill worker containers that are then removed and replaced, no acknowledged write is
-lost, and ``down -v`` leaves no container, network or volume behind.
+with local stand-ins for the official RabbitMQ, ZooKeeper and nginx images (Debian's packages on a
+debootstrapped base), the original grader's flow runs through the gateway, each worker container
+runs a PostgreSQL server of its own on a volume of its own, the crash APIs kill worker containers
+that are then removed and replaced, no acknowledged write is lost, ``down`` then ``up`` keeps the
+data (the first master mounts the most advanced copy), and ``down -v`` plus the README's removal
+of the copies' volumes leaves no container, network or volume behind.
 
 The stack has its own compose project name and publishes only the gateway and (for the crash
 calls, which the gateway refuses with 403) the orchestrator, both on free 127.0.0.1 ports.
@@ -48,7 +50,6 @@ class Stack:
         self.env.update({
             "RIDESHARE_IMAGE": app_image,
             "RIDESHARE_BASE_IMAGE": base_image,
-            "RIDESHARE_POSTGRES_IMAGE": standins["postgres"],
             "RIDESHARE_RABBITMQ_IMAGE": standins["rabbitmq"],
             "RIDESHARE_ZOOKEEPER_IMAGE": standins["zookeeper"],
             "RIDESHARE_NGINX_IMAGE": standins["nginx"],
@@ -188,7 +189,15 @@ def test_compose_stack(stack: Stack) -> None:
 
         grader_flow(gw)
         check_workers_are_containers(stack, orch)
-        crashes_lose_nothing(stack, gw, orch)
+        check_each_worker_has_its_own_server(stack)
+        names = crashes_lose_nothing(stack, gw, orch)
+        stack.run("down", timeout_s=180, what="compose down (the data stays)")
+        assert not stack.workers(), "down stops every worker container"
+        stack.run("up", "-d", timeout_s=600, what="compose up again")
+        wait_until(lambda: orch.get("/health").status_code == 200, 180,
+                   "a master and a slave serve again after down and up")
+        again = set(wait_until(lambda: gw.get("/api/v1/users").json(), 60, "the users list"))
+        assert again == names, "every user is still there after down and up"
     except BaseException:
         print(stack.logs())
         raise
@@ -197,6 +206,9 @@ def test_compose_stack(stack: Stack) -> None:
         orch.close()
 
     stack.run("down", "-v", timeout_s=180, what="compose down")
+    for volume in stack.client.volumes.list(
+            filters={"label": f"io.rideshare.stack={stack.project}"}):
+        volume.remove()  # the workers' copies (README: "Containers")
     left = stack.leftovers()
     assert not left, f"left behind after down -v: {left}"
     print(f"compose stack: up in {up_s:.0f} s, whole test {time.monotonic() - started:.0f} s")
@@ -246,7 +258,21 @@ def check_workers_are_containers(stack: Stack, orch: httpx.Client) -> dict[str, 
     return workers
 
 
-def crashes_lose_nothing(stack: Stack, gw: httpx.Client, orch: httpx.Client) -> None:
+def check_each_worker_has_its_own_server(stack: Stack) -> None:
+    """A postmaster runs inside every worker container, on that worker's own volume."""
+    for container in stack.containers(**{"io.rideshare.stack": stack.project,
+                                          "io.rideshare.role": "worker"}):
+        processes = wait_until(lambda: [p[-1] for p in container.top()["Processes"]
+                                        if "postgres -D" in p[-1]], 30,
+                               f"{container.name} runs its PostgreSQL server")
+        assert len(processes) == 1 and "/var/lib/rideshare/pgdata" in processes[0]
+        container.reload()
+        [mount] = [m for m in container.attrs["Mounts"] if m["Type"] == "volume"]
+        copy = container.labels["io.rideshare.copy"]
+        assert mount["Name"] == f"{stack.project}-copy-{copy}"
+
+
+def crashes_lose_nothing(stack: Stack, gw: httpx.Client, orch: httpx.Client) -> set[str]:
     writer = Writer(stack.gateway, "w")
     writer.start()
     try:
@@ -282,3 +308,4 @@ def crashes_lose_nothing(stack: Stack, gw: httpx.Client, orch: httpx.Client) -> 
     assert "alice" in names and "bob" not in names
     print(f"{len(writer.acked)} acknowledged writes, none lost; non-201 answers: "
           f"{writer.failed}")
+    return names

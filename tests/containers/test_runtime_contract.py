@@ -2,10 +2,11 @@
 ``process`` one (child processes) and the ``docker`` one (containers from our image, on the host's
 network so that they reach this machine's PostgreSQL, RabbitMQ and ZooKeeper on 127.0.0.1).
 
-Real workers, real servers: a master is started (it adopts a fresh database), a slave is started
-and loads its snapshot from it; both are alive with host PIDs; the master is killed (SIGKILL) and
-reaped; the slave is stopped gracefully and reaped; both databases are dropped. For docker, every
-container is gone at the end.
+Real workers, real servers: a master is started (on a fresh copy), a slave is started and loads
+its snapshot from it; both are alive with host PIDs, each with a PostgreSQL server of its own; the
+master is killed (SIGKILL) and reaped, and its server goes with it; the slave is stopped gracefully
+and reaped; both copies are left on disk, probed, and the master's is adopted by a new worker;
+then every copy is dropped. For docker, every container is gone at the end.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
 from rideshare.orchestrator.api import make_runtime
-from rideshare.worker.store import database_name
+from rideshare.orchestrator.runtime.base import CopyState
 from tests.support import ROOT, wait_until, wait_until_async
 
 
@@ -43,11 +43,19 @@ def new_worker_id() -> str:
     return f"w{uuid.uuid4().hex[:12]}"
 
 
-def databases(settings: Settings) -> set[str]:
-    with psycopg.connect(settings.pg_dsn, autocommit=True, connect_timeout=10) as conn:
-        rows = conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                            (settings.db_prefix + "_",)).fetchall()
-    return {name for (name,) in rows}
+def server_of(pid: int) -> list[int]:
+    """The postmasters that are children of host process ``pid``."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == pid and stat[0] not in "ZX" and \
+                        "postgres -D" in host_cmdline(int(entry.name)):
+                    children.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return children
 
 
 @pytest.fixture(params=["process", "docker"])
@@ -58,7 +66,6 @@ async def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
         "RIDESHARE_RUNTIME": request.param,
         "RIDESHARE_QUEUE_PREFIX": f"{name}.",
         "RIDESHARE_ZK_ROOT": f"/rideshare-test/{name}",
-        "RIDESHARE_DB_PREFIX": f"rs{name}",
         "RIDESHARE_RUN_DIR": str(tmp_path),
     }
     client = None
@@ -93,7 +100,7 @@ async def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
 
 
 async def test_runtime_contract(case: dict[str, Any]) -> None:
-    runtime, settings, dcs = case["runtime"], case["settings"], case["dcs"]
+    runtime, dcs = case["runtime"], case["dcs"]
 
     async def role(worker_id: str) -> str | None:
         return (await dcs.workers()).get(worker_id, {}).get("role")
@@ -101,7 +108,7 @@ async def test_runtime_contract(case: dict[str, Any]) -> None:
     # A master: the epoch names it before it starts; it adopts (here: creates) a database.
     master = new_worker_id()
     assert await dcs.advance_epoch(await dcs.epoch(), master) is not None
-    handle = await runtime.start(master, adopt=True)
+    handle = await runtime.start(master)
     assert handle.worker_id == master and handle.pid > 0
     await wait_until_async(lambda: _is(role(master), "master"), 90, "the master serves")
     assert runtime.alive()[master].pid == handle.pid
@@ -109,20 +116,23 @@ async def test_runtime_contract(case: dict[str, Any]) -> None:
 
     # A slave: loads a snapshot from the master, then serves reads.
     slave = new_worker_id()
-    slave_handle = await runtime.start(slave, adopt=False)
+    slave_handle = await runtime.start(slave)
     await wait_until_async(lambda: _is(role(slave), "slave"), 90, "the slave serves")
     alive = runtime.alive()
     assert set(alive) == {master, slave}
     assert alive[slave].pid == slave_handle.pid != handle.pid
     assert "rideshare.worker" in host_cmdline(slave_handle.pid)
-    dbs = {database_name(settings.db_prefix, w) for w in (master, slave)}
-    assert dbs <= databases(settings), "each worker has its own database"
+    servers = {w: wait_until(lambda: server_of(alive[w].pid), 30, f"{w}'s server") for w in alive}
+    assert all(len(s) == 1 for s in servers.values()), "each worker has one server of its own"
+    assert await runtime.copies() == [], "copies of running workers are not offered"
     assert runtime.reap() == []
 
     # Crash: SIGKILL. It is no longer alive at once, its process is gone, reaping returns it once.
     runtime.kill(master)
     assert master not in runtime.alive()
     wait_until(lambda: not host_cmdline(handle.pid), 10, "the killed worker's process is gone")
+    wait_until(lambda: not host_cmdline(servers[master][0]), 5,
+               "the killed worker's server is gone within 5 s")
     reaped: list[str] = []
     wait_until(lambda: reaped.extend(runtime.reap()) or master in reaped, 15,
                "the killed master is reaped")
@@ -140,10 +150,22 @@ async def test_runtime_contract(case: dict[str, Any]) -> None:
     assert not host_cmdline(slave_handle.pid)
     assert await role(slave) is None, "a graceful stop removes the worker's znode"
 
-    # Their databases go.
-    for worker_id in (master, slave):
-        await runtime.drop_database(worker_id)
-    assert not dbs & databases(settings)
+    # Their copies stay on disk; both hold the one write-free log position; one is adopted.
+    assert sorted(await runtime.copies()) == sorted([master, slave])
+    states = {c: await runtime.probe(c) for c in (master, slave)}
+    assert all(isinstance(s, CopyState) for s in states.values()), states
+    heir = new_worker_id()
+    assert await dcs.advance_epoch(await dcs.epoch(), heir) is not None
+    heir_handle = await runtime.start(heir, adopt_copy=master)
+    await wait_until_async(lambda: _is(role(heir), "master"), 90, "the heir serves")
+    assert await runtime.copies() == [slave], "the adopted copy is in use"
+    runtime.kill(heir)
+    wait_until(lambda: heir in runtime.reap(), 15, "the heir is reaped")
+    assert not host_cmdline(heir_handle.pid)
+
+    for copy_id in await runtime.copies():
+        await runtime.drop_copy(copy_id)
+    assert await runtime.copies() == []
 
     if case["kind"] == "docker":
         client = case["client"]

@@ -59,10 +59,14 @@ def test_reads_wait_for_the_position_they_need_and_give_up_at_the_bound():
 
 def test_write_ids_are_forgotten_by_count_each_time_the_log_crosses_a_multiple():
     every = FORGET_EVERY_POSITIONS
-    assert forget_decision(every - 5, every - 1, 1000.0, 990.0, 100, 0) is None
-    assert forget_decision(every - 1, every + 3, 1000.0, 990.0, 100, 0) == {
-        "upto": every + 3 - 100, "before": 0}
+    keep = 1_000_000
+    assert forget_decision(every - 5, every - 1, 1000.0, 990.0, keep, 0) is None
+    assert forget_decision(every - 1, every + 3, 1000.0, 990.0, keep, 0) == {
+        "upto": every + 3 - keep, "before": 0}
     assert forget_decision(every - 1, every + 3, 1000.0, 990.0, 0, 0) is None, "0: forever"
+    # A small bound is kept close: every tenth of it.
+    assert forget_decision(18, 19, 1000.0, 990.0, 100, 0) is None
+    assert forget_decision(19, 20, 1000.0, 990.0, 100, 0) == {"upto": -80, "before": 0}
 
 
 def test_write_ids_are_forgotten_by_age_once_a_minute_whatever_the_position():

@@ -299,7 +299,13 @@ class PostgresServer:
 
     async def start(self, timeout_s: float = 60.0) -> None:
         """Start the postmaster as our child, and wait until it takes connections."""
-        kill_stray_postmaster(self.data_dir)
+        if not kill_stray_postmaster(self.data_dir):
+            # Lock files whose postmaster is dead (killed with its worker, or with its container,
+            # whose PIDs the next container reuses) only stand in the way.
+            for lock in [self.data_dir / "postmaster.pid",
+                         *self.socket_dir.glob(f".s.PGSQL.{PG_PORT}.lock")]:
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
         if self.socket_dir != self.data_dir:
             self.socket_dir.mkdir(mode=0o700, exist_ok=True)
             _own(self.socket_dir, self.user, 0o700)
@@ -324,9 +330,13 @@ class PostgresServer:
         last: Exception | None = None
         while asyncio.get_running_loop().time() < deadline:
             if self._proc.returncode is not None:
+                try:
+                    told = _server_log(self.data_dir).read_text(errors="replace")[-600:]
+                except OSError:
+                    told = ""
                 raise ServerError(
                     f"the PostgreSQL server on {self.data_dir} exited with "
-                    f"{self._proc.returncode}; see {self.data_dir.name}.server.log beside it")
+                    f"{self._proc.returncode}: {told}")
             try:
                 conn = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=2)
                 await conn.close()

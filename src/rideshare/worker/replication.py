@@ -50,7 +50,7 @@ def judge(batch: dict[str, Any], applied: int, stream_epoch: int) -> Decision:
     return Decision(Verdict.APPLY, fresh, epoch)
 
 
-FORGET_EVERY_POSITIONS = 10_000
+FORGET_EVERY_POSITIONS = 10_000  # at most; a tenth of the count bound when that is smaller
 FORGET_EVERY_S = 60.0
 
 
@@ -60,10 +60,12 @@ def forget_decision(before: int, after: int, now: float, last_forget_at: float, 
     ``after``: those more than ``keep`` positions old, and those older than ``max_age_s``.
 
     Decided now and then (each time the log crosses a multiple of ``FORGET_EVERY_POSITIONS``, or
-    ``FORGET_EVERY_S`` after the last time), and carried in the log entry, so that every copy
-    forgets the same ids at the same position. None: nothing to decide this time.
+    of a tenth of ``keep`` if that is smaller, or ``FORGET_EVERY_S`` after the last time), and
+    carried in the log entry, so that every copy forgets the same ids at the same position.
+    None: nothing to decide this time.
     """
-    by_count = keep > 0 and before // FORGET_EVERY_POSITIONS != after // FORGET_EVERY_POSITIONS
+    every = max(1, min(FORGET_EVERY_POSITIONS, keep // 10))
+    by_count = keep > 0 and before // every != after // every
     by_age = max_age_s > 0 and now - last_forget_at >= FORGET_EVERY_S
     if not (by_count or by_age):
         return None

@@ -7,6 +7,13 @@ container's host PID (``State.Pid``) is the worker's PID, and that is what ``wor
 crash APIs report. A container that has ended is removed when it is reaped (its last log lines
 are kept in ``<run_dir>/logs/worker-<id>.log``); none is left behind.
 
+The worker's PostgreSQL server runs inside its container (Debian's PostgreSQL is in the image), so
+killing the container kills the copy. The copy's data is a volume of its own,
+``<stack>-copy-<id>`` (labels ``io.rideshare.stack`` and ``io.rideshare.copy``), mounted at
+``/var/lib/rideshare/pgdata``: it outlives the container, so a stack that is stopped and started
+again finds its copies, and the first master mounts the most advanced one. A volume is removed
+when its copy is dropped (a dead worker's, once a master holds everything it had).
+
 Where the settings leave them empty, the image, the network and the stack's name come from the
 orchestrator's own container: its image, its first network and its compose project. Run outside a
 container (the runtime test), give them: ``RIDESHARE_WORKER_IMAGE``, ``RIDESHARE_DOCKER_NETWORK``
@@ -30,16 +37,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from rideshare.config import Settings
-from rideshare.orchestrator.runtime.base import WorkerHandle
+from rideshare.orchestrator.runtime.base import CopyState, WorkerHandle
+from rideshare.worker.pgserver import COPY_NAME
 
 log = logging.getLogger(__name__)
 
 LABEL_STACK = "io.rideshare.stack"
 LABEL_WORKER = "io.rideshare.worker"
-LABEL_ROLE = "io.rideshare.role"  # "worker" or "drop-database"
-#: Settings that describe the orchestrator's own place, not the workers'.
-_NOT_PASSED = frozenset({"run_dir"})
+LABEL_ROLE = "io.rideshare.role"  # "worker" or "probe"
+LABEL_COPY = "io.rideshare.copy"  # on a copy's volume, and on the worker container using it
+DATA_MOUNT = "/var/lib/rideshare/pgdata"  # in the image: owned by the rideshare user, 0700
+#: Settings that describe the orchestrator's own place, not the workers' (the image has its own
+#: PostgreSQL binaries and template).
+_NOT_PASSED = frozenset({"run_dir", "data_dir", "pg_bin_dir", "pg_user", "pg_template_dir"})
 
 
 def _env_value(value: Any) -> str:
@@ -54,12 +67,12 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     """The environment that gives a worker the orchestrator's settings (``RIDESHARE_*``) and
     database credentials (libpq's ``PG*``)."""
     env = {f"RIDESHARE_{name.upper()}": _env_value(value)
-           for name, value in settings.model_dump().items() if name not in _NOT_PASSED}
+           for name, value in settings.model_dump().items()
+           if name not in _NOT_PASSED and value is not None}
     for key, value in os.environ.items():
-        # Settings config.py does not know pass through as they are, and so does libpq's own
-        # environment (PGPASSWORD, PGSSLMODE, ...).
-        if (key.startswith("RIDESHARE_") and key not in env and key != "RIDESHARE_RUN_DIR") \
-                or key.startswith("PG"):
+        # Settings config.py does not know pass through as they are.
+        if key.startswith("RIDESHARE_") and key not in env \
+                and key.removeprefix("RIDESHARE_").lower() not in _NOT_PASSED:
             env[key] = value
     return env
 
@@ -110,6 +123,7 @@ class DockerRuntime:
         self._lock = threading.Lock()
         self._handles: dict[str, WorkerHandle] = {}
         self._containers: dict[str, str] = {}  # worker id -> container id
+        self._copy_of: dict[str, str] = {}  # worker id -> the copy (volume) it runs on
         self._ended: set[str] = set()
         self._starting: set[str] = set()
         self._garbage: set[str] = set()  # container ids whose removal failed; tried again
@@ -119,7 +133,7 @@ class DockerRuntime:
         self._synced = threading.Event()
         for container in self._list():
             wid = container["Labels"].get(LABEL_WORKER)
-            if container["Labels"].get(LABEL_ROLE) == "drop-database":
+            if container["Labels"].get(LABEL_ROLE) != "worker":
                 self._garbage.add(container["Id"])
             elif wid:
                 self._orphans[wid] = container["Id"]
@@ -165,8 +179,12 @@ class DockerRuntime:
             return {"network_mode": self.network}
         return {"network": self.network}
 
-    def _labels(self, role: str, worker_id: str) -> dict[str, str]:
-        return {LABEL_STACK: self.stack, LABEL_ROLE: role, LABEL_WORKER: worker_id}
+    def _labels(self, role: str, worker_id: str, copy_id: str) -> dict[str, str]:
+        return {LABEL_STACK: self.stack, LABEL_ROLE: role, LABEL_WORKER: worker_id,
+                LABEL_COPY: copy_id}
+
+    def volume_name(self, copy_id: str) -> str:
+        return f"{self.stack}-copy-{copy_id}"
 
     def container_name(self, worker_id: str) -> str:
         return f"{self.stack}-worker-{worker_id}"
@@ -177,11 +195,13 @@ class DockerRuntime:
 
     # --- the interface -------------------------------------------------------------------------
 
-    async def start(self, worker_id: str, adopt: bool) -> WorkerHandle:
+    async def start(self, worker_id: str, adopt_copy: str | None = None) -> WorkerHandle:
+        copy_id = adopt_copy or worker_id
         with self._lock:
             self._starting.add(worker_id)
+            self._copy_of[worker_id] = copy_id
         try:
-            cid, pid = await asyncio.to_thread(self._run_worker, worker_id, adopt)
+            cid, pid = await asyncio.to_thread(self._run_worker, worker_id, copy_id)
             handle = WorkerHandle(worker_id, pid, time.time())
             with self._lock:
                 self._handles[worker_id] = handle
@@ -191,15 +211,26 @@ class DockerRuntime:
         finally:
             with self._lock:
                 self._starting.discard(worker_id)
-        log.info("started worker %s in container %s, pid %s%s", worker_id, cid[:12], pid,
-                 " (adopting)" if adopt else "")
+        log.info("started worker %s in container %s, pid %s, on the copy %s", worker_id,
+                 cid[:12], pid, copy_id)
         return handle
 
-    def _run_worker(self, worker_id: str, adopt: bool) -> tuple[str, int]:
-        command = ["worker", "--id", worker_id, *(["--adopt"] if adopt else [])]
+    def _volume(self, copy_id: str) -> str:
+        """The copy's volume, made (with its labels) if it does not exist yet."""
+        name = self.volume_name(copy_id)
+        try:
+            self._client.volumes.get(name)
+        except Exception:  # noqa: BLE001 - not there yet
+            self._client.volumes.create(name, labels={LABEL_STACK: self.stack,
+                                                      LABEL_COPY: copy_id})
+        return name
+
+    def _run_worker(self, worker_id: str, copy_id: str) -> tuple[str, int]:
+        command = ["worker", "--id", worker_id, "--data-dir", DATA_MOUNT]
         container = self._client.containers.run(
             self.image, command, name=self.container_name(worker_id), detach=True,
-            environment=self._env, labels=self._labels("worker", worker_id),
+            environment=self._env, labels=self._labels("worker", worker_id, copy_id),
+            volumes={self._volume(copy_id): {"bind": DATA_MOUNT, "mode": "rw"}},
             stop_signal="SIGTERM", **self._network_options())
         try:
             state = self._client.api.inspect_container(container.id)["State"]
@@ -220,9 +251,11 @@ class DockerRuntime:
         if not state.get("Running"):
             return None
         handle = WorkerHandle(worker_id, int(state["Pid"]), started_at)
+        labels = (info.get("Config") or {}).get("Labels") or {}
         with self._lock:
             self._handles[worker_id] = handle
             self._containers[worker_id] = info["Id"]
+            self._copy_of[worker_id] = labels.get(LABEL_COPY, worker_id)
             self._orphans.pop(worker_id, None)
             self._ended.discard(worker_id)
         return handle
@@ -277,32 +310,57 @@ class DockerRuntime:
         with self._lock:
             return {wid: h for wid, h in self._handles.items() if wid not in self._ended}
 
-    async def drop_database(self, worker_id: str) -> None:
-        """A one-shot container, ``worker --drop-database ID``: the orchestrator itself never
-        touches a database."""
-        await asyncio.to_thread(self._drop_database, worker_id)
+    async def copies(self) -> list[str]:
+        return await asyncio.to_thread(self._copies)
 
-    # --- helpers -------------------------------------------------------------------------------
+    def _copies(self) -> list[str]:
+        with self._lock:
+            in_use = {self._copy_of.get(w) for w in self._handles if w not in self._ended}
+        volumes = self._client.volumes.list(filters={"label": f"{LABEL_STACK}={self.stack}"})
+        found = {v.attrs.get("Labels", {}).get(LABEL_COPY) for v in volumes}
+        return sorted(c for c in found if c and COPY_NAME.match(c) and c not in in_use)
 
-    def _drop_database(self, worker_id: str) -> None:
+    async def probe(self, copy_id: str) -> CopyState | None:
+        return await asyncio.to_thread(self._probe, copy_id)
+
+    def _probe(self, copy_id: str) -> CopyState | None:
+        """A one-shot container on the copy's volume starts its server and reads its state."""
         container = self._client.containers.run(
-            self.image, ["worker", "--drop-database", worker_id], detach=True,
-            environment=self._env, labels=self._labels("drop-database", worker_id),
-            **self._network_options())
+            self.image, ["worker", "--probe-copy", DATA_MOUNT], detach=True,
+            environment=self._env, labels=self._labels("probe", "", copy_id),
+            volumes={self.volume_name(copy_id): {"bind": DATA_MOUNT, "mode": "rw"}},
+            network_mode="none")
         try:
-            status = container.wait(timeout=60).get("StatusCode")
+            status = container.wait(timeout=120).get("StatusCode")
+            out = container.logs(stdout=True, stderr=False).decode(errors="replace")
             if status:
-                output = container.logs(tail=20).decode(errors="replace")
-                log.error("dropping the database of %s failed (%s): %s", worker_id, status,
-                          output[-500:])
+                err = container.logs(stdout=False, stderr=True).decode(errors="replace")
+                log.error("the copy %s could not be read (it is kept): %s", copy_id, err[-500:])
+                return None
+            state = orjson.loads(out.strip().splitlines()[-1])
+            return CopyState(state["epoch"], state["position"])
         except Exception as exc:  # noqa: BLE001 - a timeout, or the engine went away
-            log.error("dropping the database of %s: %s", worker_id, exc)
+            log.error("probing the copy %s: %s", copy_id, exc)
+            return None
         finally:
             try:
                 container.remove(force=True)
             except Exception:  # noqa: BLE001
                 with self._lock:
                     self._garbage.add(container.id)
+
+    async def drop_copy(self, copy_id: str) -> None:
+        with self._lock:
+            copy_id = self._copy_of.pop(copy_id, copy_id)
+        await asyncio.to_thread(self._drop_volume, copy_id)
+
+    def _drop_volume(self, copy_id: str) -> None:
+        try:
+            self._client.volumes.get(self.volume_name(copy_id)).remove(force=True)
+        except Exception as exc:  # noqa: BLE001 - gone already, or still in use
+            log.warning("removing the volume of copy %s: %s", copy_id, exc)
+
+    # --- helpers -------------------------------------------------------------------------------
 
     def _remove(self, worker_id: str | None, cid: str) -> None:
         try:
