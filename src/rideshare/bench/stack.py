@@ -67,7 +67,6 @@ class OwnStack:
             "RIDESHARE_ORCHESTRATOR_URL": self.orchestrator_url,
             "RIDESHARE_QUEUE_PREFIX": f"{self.name}.",
             "RIDESHARE_ZK_ROOT": f"/rideshare-bench/{self.name}",
-            "RIDESHARE_DB_PREFIX": f"rs{self.name}",
             "RIDESHARE_RUN_DIR": str(self.run_dir),
             **self.overrides,
         }
@@ -142,14 +141,15 @@ class OwnStack:
 
 
 async def remove_names(s: Settings) -> None:
-    """Delete the queues and exchanges, the ZooKeeper subtree and the worker databases of the
+    """Delete the queues and exchanges, the ZooKeeper subtree and the workers' copies of the
     stack that ``s`` describes."""
+    import shutil
+
     import aio_pika
-    import psycopg
     from kazoo.client import KazooClient
-    from psycopg import sql
 
     from rideshare.protocol import queue_names
+    from rideshare.worker.pgserver import copy_dirs, data_root, remove_copy
 
     with contextlib.suppress(Exception):
         connection = await aio_pika.connect(s.amqp_url, timeout=10)
@@ -166,11 +166,7 @@ async def remove_names(s: Settings) -> None:
             zk.delete(s.zk_root, recursive=True)
         finally:
             zk.stop()
-    with contextlib.suppress(Exception):
-        async with await psycopg.AsyncConnection.connect(s.pg_dsn, autocommit=True) as conn:
-            cur = await conn.execute(
-                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
-                (s.db_prefix + "_",))
-            for (name,) in await cur.fetchall():
-                await conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(name)))
+    root = data_root(s)
+    for copy in copy_dirs(root):
+        remove_copy(copy)
+    shutil.rmtree(root, ignore_errors=True)

@@ -1,8 +1,9 @@
 """Which processes make up the stack under test, so that each cell can say where the CPU went.
 
 Parts come from ``<run_dir>/stack.json`` (written by ``rideshare up``), workers from the
-orchestrator's ``GET /api/v1/cluster``, PostgreSQL backends from ``pg_stat_activity`` (the ones
-connected to the databases being measured), the broker by its process name.
+orchestrator's ``GET /api/v1/cluster``, the workers' PostgreSQL servers as their children (each
+worker's postmaster is its child), the broker by its process name. The direct baseline's
+PostgreSQL backends come from ``pg_stat_activity`` (the ones connected to its database).
 """
 
 from __future__ import annotations
@@ -76,9 +77,8 @@ async def rideshare_topology(http: httpx.AsyncClient, orchestrator_url: str,
             groups[name] = with_descendants(int(pid), tree, worker_pids)
     groups["master"] = {int(w["pid"]) for w in workers if w.get("role") == "master"}
     groups["slaves"] = {int(w["pid"]) for w in workers if w.get("role") == "slave"}
-    suffixes = tuple(f"_{w['id']}" for w in workers if w.get("id"))
-    groups["postgres"] = await backend_pids(
-        pg_dsn, lambda name: bool(suffixes) and name.endswith(suffixes))
+    groups["postgres"] = set().union(*(with_descendants(pid, tree, set()) - {pid}
+                                       for pid in worker_pids))
     groups["rabbitmq"] = set(pids_by_name("beam.smp"))
     groups["bench client"] = {os.getpid()}
     return Topology(groups, cluster)
