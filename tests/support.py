@@ -145,12 +145,13 @@ class RunningStack:
 
 
 def worker_copies(stack: RunningStack) -> dict[str, tuple[int, str]]:
-    """Each live worker's (log position, checksum of every user-data table), read straight from
-    its own PostgreSQL server: how a test proves that copies agree."""
+    """Each live worker's (log position, checksum of every table it keeps: the data, the id
+    counters and the remembered write ids), read straight from its own PostgreSQL server: how a
+    test proves that copies agree."""
     import psycopg
 
-    from rideshare.schema import TABLES
     from rideshare.worker.pgserver import conninfo
+    from rideshare.worker.store import SNAPSHOT_TABLES
 
     out = {}
     root = stack.data_root()
@@ -160,11 +161,10 @@ def worker_copies(stack: RunningStack) -> dict[str, tuple[int, str]]:
         with psycopg.connect(conninfo(root / worker["id"]), connect_timeout=5) as conn:
             position = conn.execute("SELECT position FROM log_state").fetchone()[0]
             parts = []
-            for name in ("users", "rides", "ride_members", "request_counts"):
-                key = ", ".join(TABLES[name].primary_key)
+            for name in SNAPSHOT_TABLES:
                 row = conn.execute(
-                    f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY {key})), '')"
-                    f" FROM {name} t").fetchone()
+                    f"SELECT count(*), coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)),"
+                    f" '') FROM {name} t").fetchone()
                 parts.append(f"{name}:{row[0]}:{row[1]}")
             out[worker["id"]] = (position, ";".join(parts))
     return out
