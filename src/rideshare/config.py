@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     write_ids_kept: int = 1_000_000  # log positions a write id is remembered for (0: forever)
     write_ids_max_age_s: float = 7 * 24 * 3600.0  # and for how long at most (0: no age bound)
     zk_session_timeout_s: float = 6.0
+    amqp_heartbeat_s: int = 2  # a silent broker connection is given up after about 3x this
+    broker_grace_s: float = 10.0  # a worker cut off from the broker longer than this leaves
+    db_deadline_s: float = 10.0  # a batch its own database cannot finish by then ends the worker
+    sync_queue_max_length: int = 100_000  # batches a slave's sync queue holds (drop-head beyond)
+    dead_letter_max_length: int = 10_000  # messages set aside in deadQ (drop-head beyond)
     worker_start_timeout_s: float = 60.0
     reconcile_interval_s: float = 0.5
 

@@ -2,9 +2,12 @@
 
 Layout under the root (``RIDESHARE_ZK_ROOT``, default ``/rideshare``)::
 
-    workers/<id>   ephemeral, JSON {"pid", "role", "log_position", "started_at", "ready"}
-    epoch          persistent, JSON {"epoch": n, "master": "<worker id>"}; its version makes
-                   every change a compare-and-set, so two elections can never both win
+    workers/<id>   ephemeral, JSON {"pid", "role", "log_position", "epoch", "started_at",
+                   "ready", "reads_served", "suspect"}
+    epoch          persistent, JSON {"epoch": n, "master": "<worker id>", "acked": position};
+                   its version makes every change a compare-and-set, so two elections can never
+                   both win; "acked" is the highest log position acknowledged when it was made,
+                   which the new master must hold
 
 Kazoo runs its own threads; every callback given here is handed to the asyncio loop with
 ``call_soon_threadsafe``, and blocking calls run in a thread (``asyncio.to_thread``).
@@ -31,6 +34,12 @@ class Epoch:
     number: int
     master: str | None
     version: int = -1  # the znode version it was read at; -1: the node does not exist yet
+    acked: int = 0  # the highest log position acknowledged when the epoch began
+
+    @classmethod
+    def from_node(cls, data: bytes, version: int) -> Epoch:
+        value = orjson.loads(data)
+        return cls(value["epoch"], value.get("master"), version, value.get("acked", 0))
 
 
 class Coordinator:
@@ -42,7 +51,7 @@ class Coordinator:
             hosts=hosts, timeout=session_timeout_s,
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, backoff=1.5, max_delay=0.5))
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._on_lost: list[Callable[[], None]] = []
+        self._on_state: list[Callable[[str], None]] = []
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -53,18 +62,23 @@ class Coordinator:
         await asyncio.to_thread(self._zk.ensure_path, f"{self.root}/workers")
 
     async def stop(self) -> None:
-        self._on_lost.clear()  # closing our own session is not losing it
+        self._on_state.clear()  # closing our own session is not losing it
         await asyncio.to_thread(self._zk.stop)
         await asyncio.to_thread(self._zk.close)
 
-    def on_session_lost(self, callback: Callable[[], None]) -> None:
-        """``callback`` runs on the loop when the session expires: ephemeral nodes are gone."""
-        self._on_lost.append(callback)
+    def on_state(self, callback: Callable[[str], None]) -> None:
+        """``callback`` runs on the loop with "suspended" (ZooKeeper out of reach: the session
+        may be expiring), "connected" (back, the session held) or "lost" (the session expired:
+        our ephemeral nodes are gone)."""
+        self._on_state.append(callback)
 
     def _state_listener(self, state: str) -> None:
-        if state == KazooState.LOST and self._loop is not None:
-            for callback in self._on_lost:
-                self._loop.call_soon_threadsafe(callback)
+        name = {KazooState.LOST: "lost", KazooState.SUSPENDED: "suspended",
+                KazooState.CONNECTED: "connected"}.get(state)
+        loop = self._loop
+        if name is not None and loop is not None and not loop.is_closed():
+            for callback in list(self._on_state):
+                loop.call_soon_threadsafe(callback, name)
 
     def _threadsafe(self, callback: Callable[..., None]) -> Callable[..., None]:
         loop = self._loop
@@ -89,7 +103,13 @@ class Coordinator:
             await self.update_worker(worker_id, info)
 
     async def update_worker(self, worker_id: str, info: dict[str, Any]) -> None:
-        await asyncio.to_thread(self._zk.set, self._worker_path(worker_id), orjson.dumps(info))
+        """Our znode's new data; made again if ZooKeeper lost it (our session still holds)."""
+        try:
+            await asyncio.to_thread(self._zk.set, self._worker_path(worker_id),
+                                    orjson.dumps(info))
+        except NoNodeError:
+            await asyncio.to_thread(self._zk.create, self._worker_path(worker_id),
+                                    orjson.dumps(info), ephemeral=True, makepath=True)
 
     async def unregister_worker(self, worker_id: str) -> None:
         try:
@@ -102,7 +122,12 @@ class Coordinator:
 
     def _workers_blocking(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for child in self._zk.get_children(f"{self.root}/workers"):
+        try:
+            children = self._zk.get_children(f"{self.root}/workers")
+        except NoNodeError:  # ZooKeeper lost our nodes: make the folder again, it is empty
+            self._zk.ensure_path(f"{self.root}/workers")
+            return {}
+        for child in children:
             try:
                 data, _ = self._zk.get(self._worker_path(child))
             except NoNodeError:
@@ -125,20 +150,21 @@ class Coordinator:
             data, stat = self._zk.get(f"{self.root}/epoch")
         except NoNodeError:
             return Epoch(0, None)
-        value = orjson.loads(data)
-        return Epoch(value["epoch"], value.get("master"), stat.version)
+        return Epoch.from_node(data, stat.version)
 
-    async def advance_epoch(self, seen: Epoch, master: str) -> Epoch | None:
-        """Name ``master`` for the epoch after ``seen``; None if someone changed it first."""
-        data = orjson.dumps({"epoch": seen.number + 1, "master": master})
+    async def advance_epoch(self, seen: Epoch, master: str, acked: int = 0) -> Epoch | None:
+        """Name ``master`` for the epoch after ``seen``; None if someone changed it first. A
+        ``seen`` without a version (the node is missing, perhaps lost by ZooKeeper) makes it."""
+        number = seen.number + 1
+        data = orjson.dumps({"epoch": number, "master": master, "acked": acked})
         path = f"{self.root}/epoch"
         try:
             if seen.version < 0:
                 await asyncio.to_thread(self._zk.create, path, data, makepath=True)
-                return Epoch(seen.number + 1, master, 0)
+                return Epoch(number, master, 0, acked)
             stat = await asyncio.to_thread(self._zk.set, path, data, seen.version)
-            return Epoch(seen.number + 1, master, stat.version)
-        except (BadVersionError, NodeExistsError):
+            return Epoch(number, master, stat.version, acked)
+        except (BadVersionError, NodeExistsError, NoNodeError):
             return None
 
     def watch_epoch(self, callback: Callable[[Epoch], None]) -> None:
@@ -146,8 +172,7 @@ class Coordinator:
 
         def on_change(data: bytes | None, stat: Any) -> None:
             if data:
-                value = orjson.loads(data)
-                notify(Epoch(value["epoch"], value.get("master"), stat.version))
+                notify(Epoch.from_node(data, stat.version))
 
         self._zk.DataWatch(f"{self.root}/epoch", on_change)
 

@@ -35,19 +35,30 @@ class Topology:
     names: dict[str, str]
 
 
-async def connect(url: str, name: str) -> AbstractRobustConnection:
-    """A robust connection: it reconnects and restores its channels, queues and consumers."""
+async def connect(url: str, name: str, heartbeat_s: int = 2) -> AbstractRobustConnection:
+    """A robust connection: it reconnects and restores its channels, queues and consumers. Short
+    heartbeats, so that a silent broker (or a silent peer, for the broker) is noticed in seconds."""
     return await aio_pika.connect_robust(url, client_properties={"connection_name": name},
-                                         timeout=15)
+                                         timeout=15, heartbeat=heartbeat_s)
 
 
-async def declare(channel: AbstractChannel, prefix: str) -> Topology:
+async def declare(channel: AbstractChannel, prefix: str,
+                  dead_letter_max_length: int = 10_000) -> Topology:
     names = queue_names(prefix)
     write_queue = await channel.declare_queue(names["write"], durable=True)
     read_queue = await channel.declare_queue(names["read"], durable=True)
     sync_exchange = await channel.declare_exchange(
         names["sync"], aio_pika.ExchangeType.FANOUT, durable=True)
+    await channel.declare_queue(names["dead"], durable=True, arguments={
+        "x-max-length": dead_letter_max_length, "x-overflow": "drop-head"})
     return Topology(write_queue, read_queue, sync_exchange, names)
+
+
+def sync_queue_arguments(max_length: int) -> dict[str, Any]:
+    """A slave's sync queue is bounded: beyond ``max_length`` batches the oldest go (never
+    reject-publish, which would refuse the master's fanout publish to every slave); the slave
+    then finds a gap in the log and reloads a copy."""
+    return {"x-max-length": max_length, "x-overflow": "drop-head"}
 
 
 def message(body: dict[str, Any], *, persistent: bool = False,

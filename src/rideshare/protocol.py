@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rideshare.schema import INT64_MAX, INT64_MIN, TABLES, Column, ColumnType, Table
+from rideshare.schema import INT64_MAX, INT64_MIN, TABLES, Column, ColumnType, Generated, Table
 
 PROTOCOL_VERSION = 1
 OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in")
@@ -185,10 +185,15 @@ def _where(table: Table, raw: Any) -> tuple[Condition, ...]:
 
 
 def _values(table: Table, raw: Any, what: str) -> dict[str, Value]:
-    return {
-        name: check_value(_column(table, name), v)
-        for name, v in _expect_object(raw, what).items()
-    }
+    """Checked values for ``table``; a counter's value is the master's alone to give (an id given
+    near the end of its range would make every later one fail)."""
+    out = {}
+    for name, v in _expect_object(raw, what).items():
+        column = _column(table, name)
+        if column.generated is Generated.COUNTER:
+            raise BadRequest(f"Column {name!r} is given by the DBaaS; leave it out of {what}.")
+        out[name] = check_value(column, v)
+    return out
 
 
 def _operation(raw: Any) -> Operation:
@@ -340,4 +345,5 @@ def queue_names(prefix: str) -> dict[str, str]:
         "write": f"{prefix}writeQ",
         "response": f"{prefix}responseQ",
         "sync": f"{prefix}syncQ",
+        "dead": f"{prefix}deadQ",
     }

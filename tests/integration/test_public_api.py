@@ -471,6 +471,17 @@ async def test_join_unknown_ride_is_204(api: Api) -> None:
     assert response.status_code == 204 and response.content == b""
 
 
+async def test_join_with_a_bad_body_is_400_even_when_the_ride_does_not_exist(api: Api) -> None:
+    response = await api.http.post(f"{api.gw}/api/v1/rides/{2**62 + 3}", content=b'{"user": 1}',
+                                   headers={"content-type": "application/json"})
+    assert response.status_code == 400 and is_json_error(response)
+
+
+async def test_join_by_an_unknown_user_is_400_even_when_the_ride_does_not_exist(api: Api) -> None:
+    response = await api.join(2**62 + 5, uname("ghost"))
+    assert response.status_code == 400 and is_json_error(response)
+
+
 async def test_join_by_unknown_user_is_400(api: Api) -> None:
     ride_id = await api.new_ride(await api.new_user())
     response = await api.join(ride_id, uname("ghost"))
@@ -646,8 +657,9 @@ async def test_count_formula_both_services(api: Api) -> None:
     assert (await api.join(ride, bob)).status_code == 200
     rides_expected += 1
     users_expected += 1
-    assert (await api.join(ride, alice)).status_code == 400  # creator: no user check needed
+    assert (await api.join(ride, alice)).status_code == 400  # the creator: checked as a user first
     rides_expected += 1
+    users_expected += 1
     assert (await api.list_rides(3, 4)).status_code == 200
     assert (await api.list_rides(3, 3)).status_code == 400
     assert (await api.details(ride)).status_code == 200

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import orjson
 import pytest
 
 from rideshare.config import Settings
+from rideshare.messages import SnapshotRequest, decode_write_queue
 from rideshare.worker.pgserver import PostgresServer, bin_dir, data_root, remove_copy
 from rideshare.worker.snapshot import CHUNK_BYTES, SnapshotSource, receive_snapshot
 from rideshare.worker.store import SNAPSHOT_TABLES, Store
@@ -86,7 +86,7 @@ async def test_a_copy_is_fixed_when_asked_travels_in_bounded_chunks_and_loads_wh
 
     async def master_side(incoming: aio_pika.abc.AbstractIncomingMessage) -> None:
         """The master reaches the request: the copy is fixed now; then it goes on writing."""
-        await source.begin(orjson.loads(incoming.body))
+        await source.begin(decode_write_queue(incoming.body))
         await master.conn.execute("INSERT INTO users VALUES ('after-the-snapshot', 'h', 1)")
         await incoming.ack()
 
@@ -108,7 +108,7 @@ async def test_every_chunk_is_at_most_one_mebibyte(servers):
                             bin_dir(servers["settings"]) / "psql")
     channel = await connection.channel()
     queue = await channel.declare_queue(exclusive=True)
-    await source.begin({"reply_to": queue.name, "expires_at": time.time() + 60})
+    await source.begin(SnapshotRequest(queue.name, time.time() + 60))
     parts: list[tuple[str, int]] = []
     deadline = time.monotonic() + 60
     while not parts or parts[-1][0] != "end":
@@ -131,7 +131,7 @@ async def test_an_expired_request_is_never_served(servers):
                             bin_dir(servers["settings"]) / "psql")
     channel = await connection.channel()
     queue = await channel.declare_queue(exclusive=True)
-    await source.begin({"reply_to": queue.name, "expires_at": time.time() - 1})
+    await source.begin(SnapshotRequest(queue.name, time.time() - 1))
     await asyncio.sleep(1.0)
     assert await queue.get(fail=False) is None
     assert source.last is None
@@ -146,7 +146,7 @@ async def test_a_stream_whose_slave_has_gone_stops(servers):
     channel = await connection.channel()
     queue = await channel.declare_queue(
         exclusive=True, arguments={"x-max-length": 2, "x-overflow": "reject-publish"})
-    await source.begin({"reply_to": queue.name, "expires_at": time.time() + 60})
+    await source.begin(SnapshotRequest(queue.name, time.time() + 60))
     await asyncio.sleep(0.5)  # the queue fills up; the master waits
     await queue.delete(if_unused=False, if_empty=False)
     deadline = time.monotonic() + 30

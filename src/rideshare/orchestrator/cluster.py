@@ -11,70 +11,19 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from rideshare.config import Settings
 from rideshare.dcs import Coordinator, Epoch
 from rideshare.orchestrator.adoption import choose_copy
+from rideshare.orchestrator.planning import Observed, plan
 from rideshare.orchestrator.rpc import Rpc
-from rideshare.orchestrator.runtime.base import WorkerHandle, WorkerRuntime
+from rideshare.orchestrator.runtime.base import WorkerRuntime
 from rideshare.orchestrator.scaler import ReadWindow
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Observed:
-    alive: dict[str, WorkerHandle]  # from the runtime: whose process runs
-    roles: dict[str, str]  # from ZooKeeper: worker id -> "starting" | "slave" | "master"
-    epoch: Epoch
-    retiring: frozenset[str]
-    desired_slaves: int
-    registered: frozenset[str] = frozenset()  # ids ever seen in ZooKeeper
-
-
-@dataclass
-class Plan:
-    elect: str | None = None  # name this slave master of the next epoch
-    start_master: bool = False  # no worker at all: start one that adopts the best copy on disk
-    kill: list[str] = field(default_factory=list)
-    start_slaves: int = 0
-    retire: list[str] = field(default_factory=list)
-
-
-def elect(candidates: dict[str, WorkerHandle]) -> str | None:
-    """The spec's rule: the live slave with the lowest PID."""
-    if not candidates:
-        return None
-    return min(candidates.values(), key=lambda h: h.pid).worker_id
-
-
-def plan(seen: Observed) -> Plan:
-    out = Plan()
-    # A worker whose znode is gone has lost its ZooKeeper session: it must not act any more.
-    out.kill = [w for w in seen.alive if w in seen.registered and w not in seen.roles
-                and w not in seen.retiring]
-    serving = {w: h for w, h in seen.alive.items()
-               if w not in seen.retiring and w not in out.kill}
-    master = seen.epoch.master if seen.epoch.master in serving else None
-    if master is None:
-        ready = {w: h for w, h in serving.items() if seen.roles.get(w) == "slave"}
-        out.elect = elect(ready)
-        if out.elect is None:
-            # Nobody can take over. Workers still starting wait for a master that will never
-            # come: stop them, and start a master from the most advanced database left.
-            out.kill += list(serving)
-            out.start_master = True
-            return out
-        master = out.elect
-    slaves = sorted((h for w, h in serving.items() if w != master), key=lambda h: h.started_at)
-    if len(slaves) < seen.desired_slaves:
-        out.start_slaves = seen.desired_slaves - len(slaves)
-    elif len(slaves) > seen.desired_slaves:
-        out.retire = [h.worker_id for h in slaves[seen.desired_slaves:]]
-    return out
 
 
 class WorkerIds:
@@ -116,7 +65,7 @@ class Cluster:
     async def start(self) -> None:
         await self.dcs.start()
         self.epoch = await self.dcs.epoch()
-        self.rpc.epoch = self.epoch.number
+        self.rpc.fence(self.epoch.number)
         await self._adopt_running_workers()
         self.dcs.watch_workers(self.wake)
         self.dcs.watch_epoch(self._on_epoch)
@@ -126,8 +75,11 @@ class Cluster:
         """After an orchestrator restart: take charge of the workers already running."""
         self.znodes = await self.dcs.workers()
         for worker_id, info in self.znodes.items():
-            if self.runtime.adopt(worker_id, info["pid"], info.get("started_at", 0.0)):
-                self.rpc.acked_position = max(self.rpc.acked_position, info["log_position"])
+            self.runtime.adopt(worker_id, info["pid"], info.get("started_at", 0.0))
+            if info.get("role") == "master" and info.get("epoch", 0) > self.epoch.number:
+                # ZooKeeper lost the epoch, but its master runs: the epoch is what it says.
+                self.epoch = Epoch(info["epoch"], worker_id)
+                self.rpc.fence(self.epoch.number)
         if self.znodes:
             slaves = sum(1 for i in self.znodes.values() if i["role"] != "master")
             self.desired_slaves = max(self.desired_slaves, slaves)
@@ -156,10 +108,15 @@ class Cluster:
     def wake(self) -> None:
         self._wake.set()
 
+    def set_desired_slaves(self, desired: int) -> None:
+        """Set the number of slaves now (the next scaling window decides again)."""
+        self.desired_slaves = desired
+        self.wake()
+
     def _on_epoch(self, epoch: Epoch) -> None:
         if epoch.number >= self.epoch.number:
             self.epoch = epoch
-            self.rpc.epoch = epoch.number
+            self.rpc.fence(epoch.number)
         self.wake()
 
     # --- the loop ------------------------------------------------------------------------------
@@ -194,9 +151,11 @@ class Cluster:
         alive = self.runtime.alive()
         self._registered = {w for w in self._registered if w in alive} | (
             set(self.znodes) & set(alive))
+        await self._keep_epoch_node()
         seen = Observed(alive, {w: i["role"] for w, i in self.znodes.items()},
                         self.epoch, frozenset(self.retiring), self.desired_slaves,
-                        frozenset(self._registered))
+                        frozenset(self._registered),
+                        frozenset(w for w, i in self.znodes.items() if i.get("suspect")))
         todo = plan(seen)
         for worker_id in todo.kill:
             log.warning("killing worker %s: its ZooKeeper session is gone", worker_id)
@@ -224,13 +183,37 @@ class Cluster:
             if self.desired_slaves != before:
                 log.info("scaling: %d -> %d slaves", before, self.desired_slaves)
 
-    async def _elect(self, worker_id: str) -> None:
-        epoch = await self.dcs.advance_epoch(self.epoch, worker_id)
+    async def _keep_epoch_node(self) -> None:
+        """Should ZooKeeper lose the epoch node, make it again as we know it: an epoch must never
+        go back (slaves ignore batches of older epochs)."""
+        if self.epoch.number > 0 and (await self.dcs.epoch()).version < 0:
+            log.warning("the epoch node is gone from ZooKeeper; making it again")
+            restored = await self.dcs.advance_epoch(
+                replace(self.epoch, number=self.epoch.number - 1, version=-1),
+                self.epoch.master or "", self.epoch.acked)
+            if restored is not None:
+                self.epoch = restored
+
+    async def _advance(self, master: str, at_least: int = 0) -> Epoch | None:
+        """Name ``master`` for the next epoch (a compare-and-set). Answers of the deposed master
+        are refused from before the change is made, not from when we hear of it."""
+        current = await self.dcs.epoch()
+        base = current if current.number >= self.epoch.number else replace(self.epoch,
+                                                                           version=-1)
+        if at_least > base.number:
+            base = replace(base, number=at_least)
+        self.rpc.fence(base.number + 1)
+        epoch = await self.dcs.advance_epoch(base, master, self.rpc.acked_position)
         if epoch is None:  # someone moved the epoch first: look again
             self._on_epoch(await self.dcs.epoch())
-            return
-        log.info("elected %s master of epoch %d", worker_id, epoch.number)
+            return None
         self._on_epoch(epoch)
+        return epoch
+
+    async def _elect(self, worker_id: str) -> None:
+        epoch = await self._advance(worker_id)
+        if epoch is not None:
+            log.info("elected %s master of epoch %d", worker_id, epoch.number)
 
     async def _start_master(self) -> None:
         """No worker runs: the first master takes over the most advanced copy left on disk."""
@@ -238,11 +221,9 @@ class Cluster:
         states = await asyncio.gather(*(self.runtime.probe(c) for c in copies))
         adoption = choose_copy(dict(zip(copies, states, strict=True)))
         worker_id = self._ids.next()
-        epoch = await self.dcs.advance_epoch(self.epoch, worker_id)
-        if epoch is None:
-            self._on_epoch(await self.dcs.epoch())
+        newest = max((s.epoch for s in states if s is not None), default=0)
+        if await self._advance(worker_id, at_least=newest) is None:
             return
-        self._on_epoch(epoch)
         self._to_drop.clear()  # every copy on disk was just weighed: adopted, behind, or kept
         self._behind = set(adoption.behind)
         if adoption.unreadable:
@@ -317,6 +298,7 @@ class Cluster:
                             self.retiring else "retiring",
                             "log_position": position,
                             "reads_served": info.get("reads_served", 0),
+                            "suspect": bool(info.get("suspect")),
                             "lag": 0 if role == "master" else max(0, master_position - position)})
         started = self.window.started_at
         return {

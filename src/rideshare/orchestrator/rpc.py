@@ -100,14 +100,30 @@ class Rpc:
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count()
         self._id_prefix = f"{os.getpid()}-{uuid.uuid4().hex[:8]}-"
-        self.acked_position = 0  # the highest log position of any acknowledged write
-        self.epoch = 0  # the newest election epoch we know of (kept by the cluster view)
+        # The newest (epoch, log position) of any acknowledged write: every read needs it.
+        self.acked_epoch = 0
+        self.acked_position = 0
+        self._fence = 0  # a write answered in an older epoch than this is never acknowledged
         self.connection: AbstractRobustConnection | None = None
         self._position_known = asyncio.Event()
         self._writes = Batcher(self._send_writes)
         self._reads = Batcher(self._send_reads)
         self.write_timeout_s = write_timeout_s
         self.read_timeout_s = read_timeout_s
+
+    def fence(self, epoch: int) -> None:
+        """From now on, refuse answers of masters of epochs before ``epoch`` (called with the
+        next epoch before an election's compare-and-set, so that no reply of the deposed master
+        is acknowledged while ZooKeeper is being told)."""
+        self._fence = max(self._fence, epoch)
+
+    @property
+    def fenced_below(self) -> int:
+        return self._fence
+
+    def _acknowledged(self, epoch: int, position: int) -> None:
+        if (epoch, position) > (self.acked_epoch, self.acked_position):
+            self.acked_epoch, self.acked_position = epoch, position
 
     async def start(self) -> None:
         self.connection = await connect(self._url, f"{self._prefix}orchestrator")
@@ -157,17 +173,19 @@ class Rpc:
         answer = await self._writes.submit({
             "id": request.write_id or f"w-{uuid.uuid4().hex}",
             "ops": [operation_json(op) for op in request.ops]})
-        if answer.get("epoch", 0) < self.epoch:
+        if answer.get("epoch", 0) < self._fence:
             raise StaleEpoch
         if "position" in answer:
-            self.acked_position = max(self.acked_position, answer["position"])
+            self._acknowledged(answer.get("epoch", 0), answer["position"])
         return answer
 
     async def _send_writes(self, writes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         body = {"v": PROTOCOL_VERSION, "kind": KIND_WRITES, "writes": writes}
         reply = await self._call(self.topology.names["write"], body, self.write_timeout_s,
                                  persistent=True)
-        return [{**answer, "epoch": reply["epoch"]} for answer in reply["answers"]]
+        if "answers" not in reply:  # the master refused the whole message
+            return [reply] * len(writes)
+        return reply["answers"]
 
     async def learn_position(self) -> None:
         """Start from the master's log position, asked through writeQ so that the answer comes
@@ -182,19 +200,30 @@ class Rpc:
                 log.warning("no master told its log position yet (%r); asking again", exc)
                 await asyncio.sleep(0.2)
                 continue
-            self.acked_position = max(self.acked_position, answer["position"])
+            self._acknowledged(answer.get("epoch", 0), answer["position"])
             self._position_known.set()
 
     async def read(self, request: ReadRequest) -> dict[str, Any]:
+        """A read answered by a slave; one a slave refuses because it cannot serve it now (it is
+        behind, reloading, or its database is in trouble) goes to readQ again, for another
+        slave, while the time allowed lasts."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.read_timeout_s
         if not self._position_known.is_set():  # just started: wait (bounded) for the position
             try:
                 await asyncio.wait_for(self._position_known.wait(), self.read_timeout_s)
             except TimeoutError as exc:
                 raise RpcTimeout from exc
-        return await self._reads.submit({"queries": [query_json(q) for q in request.queries]})
+        item = {"queries": [query_json(q) for q in request.queries]}
+        while True:
+            answer = await self._reads.submit(item)
+            if answer.get("ok", True) or not answer.get("retry") or loop.time() >= deadline:
+                return answer
+            await asyncio.sleep(0.02)
 
     async def _send_reads(self, reads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        body = {"v": PROTOCOL_VERSION, "reads": reads, "min_position": self.acked_position}
+        body = {"v": PROTOCOL_VERSION, "reads": reads, "min_position": self.acked_position,
+                "min_epoch": self.acked_epoch}
         reply = await self._call(self.topology.names["read"], body, self.read_timeout_s,
                                  persistent=False)
         if "answers" not in reply:  # the slave refused the whole message (it is behind)

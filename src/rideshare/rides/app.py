@@ -180,12 +180,14 @@ def add_routes(app: FastAPI) -> None:
         if not isinstance(username, str):
             raise ApiError("'username' must be a string.")
         write_id = idempotency.write_id(request, SERVICE, f"join-ride-{ride_id}")
+        # The contract's order: a bad body or an unknown user is a 400 even when the ride does
+        # not exist; only then is an unknown ride a 204 (the creator check needs the ride).
+        await _require_user(request, username)
         ride = await _find_ride(request, ride_id)
         if ride is None:
             return empty_response(204)
         if ride["created_by"] == username:
             raise ApiError("The ride's creator is already on it and cannot join it.")
-        await _require_user(request, username)
         insert = {"op": "insert", "table": "ride_members", "on_conflict": "ignore",
                   "values": {"ride_id": ride_id, "username": username}}
         try:

@@ -1,52 +1,53 @@
-"""How a slave follows the master: snapshots, and the log applied strictly in order."""
+"""How a slave follows the master: the log applied strictly in order, judged by epoch and position.
+
+``judge`` and ``forget_decision`` are pure decisions; ``apply_entries`` and ``LogWaiters`` are the
+thin I/O and bookkeeping around them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
-from rideshare.worker.store import Conflict, Store
-
-log = logging.getLogger(__name__)
+from rideshare.messages import Entry, SyncBatch
+from rideshare.worker.store import Store
 
 
 class Verdict(StrEnum):
     APPLY = "apply"
     SKIP = "skip"  # already applied, or from a deposed master
-    RESNAPSHOT = "resnapshot"  # a gap or a divergence: only a fresh snapshot makes it right
+    RESNAPSHOT = "resnapshot"  # a gap or a divergence: only a fresh copy makes it right
 
 
 @dataclass(frozen=True)
 class Decision:
     verdict: Verdict
-    entries: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[Entry] = field(default_factory=list)
     epoch: int = 0
     reason: str = ""
 
 
-def judge(batch: dict[str, Any], applied: int, stream_epoch: int) -> Decision:
-    """What to do with one sync message, given the position and epoch applied so far.
+def judge(batch: SyncBatch, applied: int, stream_epoch: int) -> Decision:
+    """What to do with one sync batch, given the position and epoch applied so far.
 
-    Messages of an older epoch than one already seen in the stream come from a deposed master.
-    A new epoch must start after what we hold, or we hold entries the new master never saw.
+    Batches of an older epoch than one already seen come from a deposed master. A new epoch must
+    start after what we hold, or we hold entries the new master never saw (a deposed master's,
+    never acknowledged): only a fresh copy removes them.
     """
-    epoch = batch["epoch"]
-    entries = batch["entries"]
+    epoch, entries = batch.epoch, batch.entries
     if epoch < stream_epoch:
         return Decision(Verdict.SKIP, reason=f"epoch {epoch} is older than {stream_epoch}")
-    if epoch > stream_epoch and entries and entries[0]["position"] <= applied:
+    if epoch > stream_epoch and entries[0].position <= applied:
         return Decision(Verdict.RESNAPSHOT, epoch=epoch,
-                        reason=f"epoch {epoch} restarts at {entries[0]['position']}, "
+                        reason=f"epoch {epoch} restarts at {entries[0].position}, "
                                f"we hold {applied}")
-    fresh = [e for e in entries if e["position"] > applied]
+    fresh = [e for e in entries if e.position > applied]
     if not fresh:
         return Decision(Verdict.SKIP, epoch=max(epoch, stream_epoch), reason="already applied")
-    if fresh[0]["position"] != applied + 1:
+    if fresh[0].position != applied + 1:
         return Decision(Verdict.RESNAPSHOT, epoch=epoch,
-                        reason=f"gap: next is {fresh[0]['position']}, we hold {applied}")
+                        reason=f"gap: next is {fresh[0].position}, we hold {applied}")
     return Decision(Verdict.APPLY, fresh, epoch)
 
 
@@ -73,47 +74,54 @@ def forget_decision(before: int, after: int, now: float, last_forget_at: float, 
             "before": int(now - max_age_s) if max_age_s > 0 else 0}
 
 
-async def apply_entries(store: Store, entries: list[dict[str, Any]], epoch: int) -> None:
+async def apply_entries(store: Store, entries: list[Entry], epoch: int) -> None:
     """Apply resolved log entries in one transaction (a slave's group commit)."""
     async with store.conn.transaction():
         for entry in entries:
-            if entry["ops"]:  # the master applied it, so it applies here: no savepoint needed
-                await store.apply(entry["ops"], entry["position"], resolve=False, savepoint=False)
-        await store.record_log(entries, epoch)
+            if entry.ops:  # the master applied it, so it applies here: no savepoint needed
+                await store.apply(entry.ops, entry.position, resolve=False, savepoint=False)
+        await store.record_log([e.raw for e in entries], epoch)
         for entry in entries:
-            if "forget" in entry:
-                await store.forget_write_ids(entry["forget"])
+            if "forget" in entry.raw:
+                await store.forget_write_ids(entry.raw["forget"])
 
 
-class PositionWaiters:
-    """Lets reads wait, bounded, until the log has been applied up to a position."""
+class LogWaiters:
+    """The log applied so far, as (epoch, position), and reads waiting (bounded) for enough of it.
+
+    A read needs the position the orchestrator had acknowledged when it sent it, in the epoch of
+    that acknowledgement or a later one: a slave that applied a deposed master's entries up to that
+    position holds the wrong ones, and must wait for the new master's (which come after a fresh
+    copy, see ``judge``).
+    """
 
     def __init__(self) -> None:
         self.applied = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.epoch = 0
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
 
-    def advance(self, position: int) -> None:
-        self.applied = position
+    def has(self, position: int, epoch: int) -> bool:
+        return self.applied >= position and self.epoch >= epoch
+
+    def advance(self, position: int, epoch: int) -> None:
+        """The log now holds ``position``, and its last entry was written in ``epoch``."""
+        self.applied, self.epoch = position, epoch
         still = []
-        for wanted, future in self._waiters:
-            if wanted <= position:
+        for wanted, wanted_epoch, future in self._waiters:
+            if self.has(wanted, wanted_epoch):
                 if not future.done():
                     future.set_result(None)
-            else:
-                still.append((wanted, future))
+            elif not future.done():
+                still.append((wanted, wanted_epoch, future))
         self._waiters = still
 
-    async def wait_for(self, position: int, timeout_s: float) -> bool:
-        if position <= self.applied:
+    async def wait_for(self, position: int, epoch: int, timeout_s: float) -> bool:
+        if self.has(position, epoch):
             return True
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((position, future))
+        self._waiters.append((position, epoch, future))
         try:
             await asyncio.wait_for(future, timeout_s)
             return True
         except TimeoutError:
             return False
-
-
-__all__ = ["Conflict", "Decision", "PositionWaiters", "Verdict", "apply_entries",
-           "forget_decision", "judge"]

@@ -35,6 +35,7 @@ import psycopg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from psycopg import sql
 
+from rideshare.messages import SnapshotRequest
 from rideshare.messaging import message
 from rideshare.protocol import KIND_SNAPSHOT, PROTOCOL_VERSION
 from rideshare.worker.store import SNAPSHOT_TABLES, Store
@@ -78,13 +79,10 @@ class SnapshotSource:
         self._streams: set[asyncio.Task[None]] = set()
         self.last: SnapshotInfo | None = None
 
-    async def begin(self, body: dict[str, Any]) -> None:
+    async def begin(self, request: SnapshotRequest) -> None:
         """Fix the snapshot now (between two group commits), and stream it in the background."""
-        reply_to = body.get("reply_to")
-        if not isinstance(reply_to, str) or not reply_to:
-            log.warning("a snapshot request without a queue to answer on: ignored")
-            return
-        if float(body.get("expires_at", 0)) < time.time():
+        reply_to = request.reply_to
+        if request.expires_at < time.time():
             log.info("a snapshot request for %s expired before it was reached: not served",
                      reply_to)
             return

@@ -39,15 +39,6 @@ SNAPSHOT_TABLES = ("users", "rides", "ride_members", "request_counts", "id_count
                    "applied_writes")
 
 
-class Conflict(Exception):
-    """The database refused the write: a constraint (duplicate key, missing referenced row:
-    409), or a value it cannot hold, such as a sum past 64 bits (400). Nothing of it applied."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 @dataclass(frozen=True)
 class LogState:
     position: int
@@ -169,20 +160,16 @@ class Store:
         """Apply one write's operations: all or none.
 
         Returns (the operations with generated values filled in, one result per operation).
-        Raises ``Conflict`` when a constraint refuses it. With ``savepoint``, only this write is
-        rolled back; without, the caller's whole transaction is (cheaper when nothing fails).
+        Raises the database's ``psycopg.Error`` when it refuses (``dberrors`` says what it
+        means). With ``savepoint``, only this write is rolled back; without, the caller's whole
+        transaction is (cheaper when nothing fails).
         """
         resolved, results = [], []
-        try:
-            async with self.conn.transaction() if savepoint else contextlib.nullcontext():
-                for op in ops:
-                    done, result = await self._apply_one(op, position, resolve)
-                    resolved.append(done)
-                    results.append(result)
-        except (psycopg.errors.IntegrityError, psycopg.errors.DataError) as exc:
-            detail = exc.diag.message_detail or exc.diag.message_primary or str(exc)
-            status = 409 if isinstance(exc, psycopg.errors.IntegrityError) else 400
-            raise Conflict(detail, status) from exc
+        async with self.conn.transaction() if savepoint else contextlib.nullcontext():
+            for op in ops:
+                done, result = await self._apply_one(op, position, resolve)
+                resolved.append(done)
+                results.append(result)
         return resolved, results
 
     async def _apply_one(
@@ -222,7 +209,7 @@ class Store:
                 values[column.name] = generated[column.name] = position
             elif column.generated is Generated.COUNTER:
                 name = _counter_name(table.name, column.name)
-                if column.name in values:
+                if column.name in values:  # a slave applying the master's decision
                     await self.conn.execute(
                         "INSERT INTO id_counters VALUES (%s, %s) ON CONFLICT (name) DO UPDATE"
                         " SET value = GREATEST(id_counters.value, EXCLUDED.value)",

@@ -111,7 +111,7 @@ class DockerRuntime:
             self._client = client or connect()
             self._client.ping()
             # The events stream holds a connection of its own, in a thread of its own.
-            self._events_client = connect()
+            self._events_client = connect() if client is None else client
         except docker.errors.DockerException as exc:
             raise RuntimeError(
                 f"RIDESHARE_RUNTIME=docker, but the Docker engine does not answer ({exc}). Give"
@@ -266,13 +266,25 @@ class DockerRuntime:
         cid = self._containers.get(worker_id)
         if cid is None:
             return
+        import docker
+
         try:
             self._client.api.kill(cid, signal="SIGKILL")
             self._client.api.wait(cid, timeout=5)
-        except Exception as exc:  # noqa: BLE001 - already dead, or gone
-            log.info("killing worker %s: %s", worker_id, exc)
+        except docker.errors.NotFound:
+            pass  # gone already: dead
+        except Exception as exc:  # noqa: BLE001 - the engine failed, or it is still dying
+            if self._still_running(cid):
+                log.error("killing worker %s failed (%s): it still runs", worker_id, exc)
+                return  # not dead: it stays alive in our view, and is killed again later
         with self._lock:
             self._ended.add(worker_id)
+
+    def _still_running(self, cid: str) -> bool:
+        try:
+            return bool(self._client.api.inspect_container(cid)["State"].get("Running"))
+        except Exception:  # noqa: BLE001 - gone, or the engine does not answer: ask later
+            return True
 
     def stop(self, worker_id: str) -> None:
         """SIGTERM: the worker finishes what it serves and exits; the events notice it."""

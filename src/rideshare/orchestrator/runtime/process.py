@@ -11,6 +11,7 @@ import sys
 import time
 
 import orjson
+import psutil
 
 from rideshare.config import Settings
 from rideshare.orchestrator.runtime.base import CopyState, WorkerHandle
@@ -30,6 +31,16 @@ def pid_alive(pid: int) -> bool:
 
 
 WORKER = [sys.executable, "-m", "rideshare.worker"]
+
+
+def runs_worker(pid: int, worker_id: str) -> bool:
+    """True if ``pid`` runs the worker program as ``worker_id``."""
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+    return "rideshare.worker" in cmdline and any(
+        a == "--id" and b == worker_id for a, b in zip(cmdline, cmdline[1:], strict=False))
 
 
 class ProcessRuntime:
@@ -56,7 +67,8 @@ class ProcessRuntime:
         return handle
 
     def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
-        if not pid_alive(pid):
+        """The process must be that worker's, not whatever now runs under a reused PID."""
+        if not pid_alive(pid) or not runs_worker(pid, worker_id):
             return None
         handle = WorkerHandle(worker_id, pid, started_at)
         self._handles[worker_id] = handle
