@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     dead_letter_max_length: int = 10_000  # messages set aside in deadQ (drop-head beyond)
     worker_start_timeout_s: float = 60.0
     reconcile_interval_s: float = 0.5
+    # Kill a worker whose ZooKeeper session is gone (it is fenced anyway; this frees it at once
+    # where the orchestrator can reach it). Off: the worker leaves by itself, as across hosts.
+    kill_lost_workers: bool = True
 
     # Scaling (SPEC §5 "Scaling").
     scale_interval: float = 120.0

@@ -20,7 +20,7 @@ from rideshare.dcs import Coordinator, Epoch
 from rideshare.orchestrator.adoption import choose_copy
 from rideshare.orchestrator.planning import Observed, plan
 from rideshare.orchestrator.rpc import Rpc
-from rideshare.orchestrator.runtime.base import WorkerRuntime
+from rideshare.orchestrator.runtime.base import WorkerHandle, WorkerRuntime
 from rideshare.orchestrator.scaler import ReadWindow
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Cluster:
         self.retiring: set[str] = set()
         self._to_drop: set[str] = set()  # copies of dead workers: dropped once a master runs
         self._behind: set[str] = set()  # copies proven behind the adopted one
+        self._lost: set[str] = set()  # running, but no longer members (no ZooKeeper session)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -158,8 +159,13 @@ class Cluster:
                         frozenset(w for w, i in self.znodes.items() if i.get("suspect")))
         todo = plan(seen)
         for worker_id in todo.kill:
-            log.warning("killing worker %s: its ZooKeeper session is gone", worker_id)
-            self.runtime.kill(worker_id)
+            if self.settings.kill_lost_workers:
+                log.warning("killing worker %s: its ZooKeeper session is gone", worker_id)
+                self.runtime.kill(worker_id)
+            elif worker_id not in self._lost:
+                log.warning("worker %s lost its ZooKeeper session; it leaves by itself",
+                            worker_id)
+        self._lost = set(todo.kill)
         if time.monotonic() < self._next_start_at:
             todo.start_master, todo.start_slaves = False, 0
         if todo.start_master:
@@ -253,16 +259,20 @@ class Cluster:
 
     # --- what the API asks -----------------------------------------------------------------
 
+    def members(self) -> dict[str, WorkerHandle]:
+        """The workers that run and belong to the cluster (not those that lost their session)."""
+        return {w: h for w, h in self.runtime.alive().items() if w not in self._lost}
+
     def master_id(self) -> str | None:
         master = self.epoch.master
-        return master if master in self.runtime.alive() else None
+        return master if master in self.members() else None
 
     def slave_ids(self) -> list[str]:
         master = self.epoch.master
-        return [w for w in self.runtime.alive() if w != master and w not in self.retiring]
+        return [w for w in self.members() if w != master and w not in self.retiring]
 
     def worker_pids(self) -> list[int]:
-        return sorted(h.pid for w, h in self.runtime.alive().items() if w not in self.retiring)
+        return sorted(h.pid for w, h in self.members().items() if w not in self.retiring)
 
     def crash_master(self) -> int | None:
         master = self.master_id()
@@ -284,12 +294,11 @@ class Cluster:
         return victim.pid
 
     def describe(self) -> dict[str, Any]:
-        """The shape of GET /api/v1/cluster (SPEC §5)."""
-        alive = self.runtime.alive()
+        """The shape of GET /api/v1/cluster."""
         master = self.epoch.master
         master_position = self.znodes.get(master or "", {}).get("log_position", 0)
         workers = []
-        for worker_id, handle in sorted(alive.items(), key=lambda kv: kv[1].pid):
+        for worker_id, handle in sorted(self.members().items(), key=lambda kv: kv[1].pid):
             info = self.znodes.get(worker_id, {})
             position = info.get("log_position", 0)
             role = "master" if worker_id == master else "slave"
