@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-dbaas bench-failover bench-bootstrap services venv clean
+.PHONY: run test lint bench bench-dbaas bench-failover bench-bootstrap chaos services venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench-dbaas: venv services
 
 bench-failover: venv services
 	$(BIN)/python bench/failover.py $(BENCH_ARGS)
+
+# The fault campaign, long: every kind of fault in a seeded round-robin, then the checker.
+CHAOS_DURATION ?= 1800
+CHAOS_SEED ?= 1
+chaos: venv services
+	$(BIN)/python -m tests.campaign --duration $(CHAOS_DURATION) --seed $(CHAOS_SEED)
 
 # 1,000,000 rides: a slave crashed under a steady write load, and what its replacement costs.
 bench-bootstrap: venv services

@@ -24,9 +24,12 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., R
     try:
         yield make
     finally:
+        left = []
         for stack in started:
             stack.cli("down")
+            left += [f"{p.pid} {' '.join(p.cmdline()[:4])}" for p in stack.leftovers()]
             stack.cleanup()
+        assert not left, f"processes left running after rideshare down: {left}"
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -138,8 +139,16 @@ class RunningStack:
     def cluster(self) -> dict[str, Any]:
         return httpx.get(f"{self.orchestrator_url}/api/v1/cluster", timeout=5).json()
 
+    def leftovers(self) -> list[Any]:
+        """Processes of this stack still running (after ``down``, there should be none)."""
+        return processes_of_stack(self.run_dir)
+
     def cleanup(self) -> None:
-        """Remove this stack's queues, ZooKeeper nodes and databases."""
+        """Kill what is left of this stack's processes; remove its queues, ZooKeeper nodes and
+        copies."""
+        for proc in self.leftovers():
+            with contextlib.suppress(Exception):
+                proc.kill()
         subprocess.run([sys.executable, str(ROOT / "tests" / "cleanup.py")], env=self.env,
                        timeout=60, check=False)
 
@@ -281,3 +290,21 @@ def processes_of_data_dir(data_dir: Path) -> list[Any]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return out
+
+
+def processes_of_stack(run_dir: Path) -> list[Any]:
+    """Every process started for the stack whose run folder is ``run_dir`` (its parts and
+    workers carry it in their environment), zombies aside."""
+    import psutil
+
+    wanted = f"RIDESHARE_RUN_DIR={run_dir}"
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.pid != os.getpid() and \
+                    wanted in Path(f"/proc/{proc.pid}/environ").read_bytes().decode(
+                        errors="replace").split("\0"):
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found

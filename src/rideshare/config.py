@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     docker_network: str = ""  # the network worker containers join ("host": the host's own)
     docker_stack: str = ""  # labels and name prefix of this stack's worker containers
 
+    # Tests only (the fault campaign): a JSON file holding a list of per-worker settings; the
+    # process runtime gives the first entry to the next worker it starts, and removes it. An
+    # entry may hold "data_dir" (its data directory, say on a small tmpfs).
+    test_worker_overrides: str = ""
+
     # Processes per HTTP service (uvicorn workers).
     service_processes: int = 1
 

@@ -7,6 +7,7 @@ rides services, and our own nginx as the gateway. The stack's state (pids, addre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -14,10 +15,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from rideshare.config import Settings
 
@@ -33,11 +36,15 @@ class Part:
     process: subprocess.Popen[bytes] | None = None
 
 
+STACK_MARK = "RIDESHARE_STACK_ID"
+
+
 @dataclass
 class Stack:
     settings: Settings
     parts: list[Part] = field(default_factory=list)
     stopping: bool = False
+    stack_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def state_file(self) -> Path:
@@ -107,6 +114,9 @@ class Stack:
         tmp.replace(self.state_file)
 
     def start(self, timeout_s: float = 90.0) -> None:
+        # Every process of this stack, workers included, carries this mark: what is left of it
+        # at the end (a worker started by an orchestrator that was since killed) is found by it.
+        os.environ[STACK_MARK] = self.stack_id
         self.build()
         for part in self.parts:
             self._spawn(part)
@@ -138,7 +148,29 @@ class Stack:
                 log.error("%s did not stop in %.0f s; killing it", part.name, timeout_s)
                 part.process.kill()
                 part.process.wait(5)
+        self._stop_stragglers()
         self.state_file.unlink(missing_ok=True)
+
+    def _stop_stragglers(self) -> None:
+        """Processes of this stack that outlived its parts (a worker that had left the cluster,
+        started by an orchestrator since replaced): SIGTERM, then SIGKILL."""
+        mark = f"{STACK_MARK}={self.stack_id}".encode()
+        left = []
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != os.getpid() and mark in Path(
+                        f"/proc/{proc.pid}/environ").read_bytes().split(b"\0"):
+                    left.append(proc)
+            except (OSError, psutil.Error):
+                continue
+        for proc in left:
+            log.warning("stopping pid %s, left from this stack", proc.pid)
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(left, timeout=15)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
 
 def read_state(settings: Settings) -> dict[str, object] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,10 @@ AMQP_ERRORS: tuple[type[BaseException], ...] = (
     RuntimeError)
 
 
+RECONNECT_INTERVAL_S = 1.0  # a broker back from a restart is found within a second
+SEND_TIMEOUT_S = 5.0  # a publish or an ack that takes longer is given up
+
+
 @dataclass
 class Topology:
     write_queue: AbstractQueue
@@ -39,7 +44,8 @@ async def connect(url: str, name: str, heartbeat_s: int = 2) -> AbstractRobustCo
     """A robust connection: it reconnects and restores its channels, queues and consumers. Short
     heartbeats, so that a silent broker (or a silent peer, for the broker) is noticed in seconds."""
     return await aio_pika.connect_robust(url, client_properties={"connection_name": name},
-                                         timeout=15, heartbeat=heartbeat_s)
+                                         timeout=15, heartbeat=heartbeat_s,
+                                         reconnect_interval=RECONNECT_INTERVAL_S)
 
 
 async def declare(channel: AbstractChannel, prefix: str,
@@ -68,22 +74,39 @@ def message(body: dict[str, Any], *, persistent: bool = False,
                             content_type="application/json", **properties)
 
 
+def cancelled_under_us() -> bool:
+    """True when a CancelledError did not come for our task: aio-pika cancels a publish's or an
+    ack's future when its connection closes, and that must count as a failed send, not end the
+    task that sent it."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() == 0
+
+
 async def reply(channel: AbstractChannel, request: AbstractIncomingMessage,
                 body: dict[str, Any]) -> None:
     """Answer a request on its ``reply_to`` queue with its correlation id."""
     if not request.reply_to:
         return
     try:
-        await channel.default_exchange.publish(
+        # Bounded as a whole: while a robust channel is being restored, publishing waits for it.
+        await asyncio.wait_for(channel.default_exchange.publish(
             message(body, correlation_id=request.correlation_id), routing_key=request.reply_to,
-            mandatory=False)
-    except AMQP_ERRORS as exc:  # the asker times out and retries with the same write id
+            mandatory=False), SEND_TIMEOUT_S)
+    except (*AMQP_ERRORS, TimeoutError) as exc:  # the asker times out, retries with the same id
         log.warning("a reply was lost with the connection: %r", exc)
+    except asyncio.CancelledError:
+        if not cancelled_under_us():
+            raise
+        log.warning("a reply was lost with the connection (its send was cancelled)")
 
 
 async def settle(incoming: AbstractIncomingMessage, multiple: bool = False) -> None:
     """Ack; if the channel is gone, the broker redelivers and the write id makes that safe."""
     try:
-        await incoming.ack(multiple=multiple)
-    except AMQP_ERRORS as exc:
+        await asyncio.wait_for(incoming.ack(multiple=multiple), SEND_TIMEOUT_S)
+    except (*AMQP_ERRORS, TimeoutError) as exc:
         log.warning("an ack was lost with the connection: %r", exc)
+    except asyncio.CancelledError:
+        if not cancelled_under_us():
+            raise
+        log.warning("an ack was lost with the connection (it was cancelled)")

@@ -155,12 +155,15 @@ class Rpc:
             # has committed it and the slaves' queues hold it, which the master's own confirmed
             # publish to syncQ proves. A message the broker loses is a timeout (503), never a
             # lost acknowledged write.
-            await self._channel.default_exchange.publish(
-                message(body, persistent=persistent, correlation_id=correlation_id,
-                        reply_to=self.topology.names["response"],
-                        expiration=timeout_s),
-                routing_key=routing_key, timeout=timeout_s)
-            return await asyncio.wait_for(future, timeout_s)
+            async def publish_then_wait() -> dict[str, Any]:
+                await self._channel.default_exchange.publish(
+                    message(body, persistent=persistent, correlation_id=correlation_id,
+                            reply_to=self.topology.names["response"], expiration=timeout_s),
+                    routing_key=routing_key)
+                return await future
+
+            # One bound for both: while the connection is restored, publishing waits for it.
+            return await asyncio.wait_for(publish_then_wait(), timeout_s)
         except TimeoutError as exc:
             raise RpcTimeout from exc
         except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException,

@@ -50,18 +50,26 @@ class Context:
     log: LogState
     fail: Callable[[Fatal], None]  # ends the worker at once (the main loop does the exit)
     state_changed: Callable[[], None] = field(default=lambda: None)  # republish our znode
+    stopping: bool = False  # a role's loops are being stopped on purpose
 
     def must_finish(self, seconds: float, what: str) -> Deadline:
         """A watchdog: if ``what`` is not done within ``seconds``, the worker stops at once (a
         database that does not answer must not hold a role hostage)."""
         return Deadline(self, seconds, what)
 
-    def watch(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-        """A role's loop must never end quietly: its failure ends the worker."""
+    def watch(self, task: asyncio.Task[Any], loop: bool = True) -> asyncio.Task[Any]:
+        """A role's loop must never end quietly: its failure, or its end (a cancellation that
+        came from a library, not from us), ends the worker. ``loop=False``: a one-off task,
+        whose failure alone does."""
         def done(t: asyncio.Task[Any]) -> None:
-            if not t.cancelled() and t.exception() is not None:
+            if t.cancelled():
+                if loop and not self.stopping:
+                    self.fail(Fatal(f"{t.get_name()} was cancelled under us"))
+            elif t.exception() is not None:
                 log.error("%s failed", t.get_name(), exc_info=t.exception())
                 self.fail(Fatal(f"{t.get_name()} failed: {t.exception()!r}"))
+            elif loop and not self.stopping:
+                self.fail(Fatal(f"{t.get_name()} ended"))
         task.add_done_callback(done)
         return task
 
@@ -74,7 +82,7 @@ class Deadline:
     def __enter__(self) -> Deadline:
         self._handle = asyncio.get_running_loop().call_later(
             self._seconds, lambda: self._ctx.fail(
-                Fatal(f"{self._what} took over {self._seconds:.0f} s: the database is stuck")))
+                Fatal(f"{self._what} took over {self._seconds:.0f} s: giving up the role")))
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -74,6 +74,20 @@ async def run_worker(settings: Settings, worker_id: str, data_dir: Path,
     await server.stop()
 
 
+async def serve(settings: Settings, worker_id: str, data_dir: Path,
+                adopt_from: Path | None) -> None:
+    """The main loop: the only place a ``Fatal`` becomes an exit. It exits at once, from inside
+    the loop: no cleanup that could still act, and none that could wait (a thread blocked on
+    ZooKeeper would hold up the loop's own shutdown forever). Our server dies with us (its
+    parent-death signal); the orchestrator replaces us."""
+    try:
+        await run_worker(settings, worker_id, data_dir, adopt_from)
+    except Fatal as exc:
+        log.error("stopping now: %s", exc)
+        logging.shutdown()
+        os._exit(3)
+
+
 async def probe_copy(settings: Settings, data_dir: Path) -> dict[str, int]:
     """Start a server on a copy left on disk just long enough to read its log state."""
     server = PostgresServer(settings, data_dir)
@@ -117,14 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         uvloop.install()
     except ImportError:
         pass
-    try:
-        asyncio.run(run_worker(settings, args.id, data_dir, adopt_from))
-    except Fatal as exc:
-        # Stop acting in any role at once: no cleanup that could still act. Our server dies
-        # with us (its parent-death signal); the orchestrator replaces us.
-        log.error("stopping now: %s", exc)
-        logging.shutdown()
-        os._exit(3)
+    asyncio.run(serve(settings, args.id, data_dir, adopt_from))
 
 
 if __name__ == "__main__":

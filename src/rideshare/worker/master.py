@@ -33,7 +33,15 @@ from rideshare.messages import (
     WriteBatch,
     decode_write_queue,
 )
-from rideshare.messaging import AMQP_ERRORS, Topology, declare, message, reply, settle
+from rideshare.messaging import (
+    AMQP_ERRORS,
+    Topology,
+    cancelled_under_us,
+    declare,
+    message,
+    reply,
+    settle,
+)
 from rideshare.protocol import PROTOCOL_VERSION
 from rideshare.worker.context import Context, Fatal, dead_letter, error_reply
 from rideshare.worker.dberrors import DbVerdict, judge_error
@@ -111,8 +119,8 @@ class MasterRole:
         """No more deliveries; what was delivered and not acknowledged goes back to writeQ."""
         if self._consumer_tag is not None:
             self._consumer_tag = None
-            with contextlib.suppress(Exception):
-                await self._write_channel.close()  # the broker requeues every unacked message
+            with contextlib.suppress(Exception):  # the broker requeues every unacked message
+                await asyncio.wait_for(self._write_channel.close(), 5)
         while not self._inbox.empty():
             self._inbox.get_nowait()
 
@@ -140,6 +148,7 @@ class MasterRole:
         while (self._busy or not self._inbox.empty()) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         if self._loop_task is not None:
+            self.ctx.stopping = True
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
@@ -156,7 +165,10 @@ class MasterRole:
                 continue  # dropped here; the closed channel gave them back to writeQ
             self._busy = True
             try:
-                await self._process(batch)
+                # Every step below is bounded; this is the net under all of them together.
+                limit = self.ctx.settings.db_deadline_s + REPLICATION_DEADLINE_S + 30
+                with self.ctx.must_finish(limit, "a batch of writes"):
+                    await self._process(batch)
             finally:
                 self._busy = False
 
@@ -286,10 +298,12 @@ class MasterRole:
         deadline = time.monotonic() + REPLICATION_DEADLINE_S
         while True:
             try:
-                await self.topology.sync_exchange.publish(
-                    message(batch, persistent=True), routing_key="", mandatory=False, timeout=5)
+                await asyncio.wait_for(self.topology.sync_exchange.publish(
+                    message(batch, persistent=True), routing_key="", mandatory=False), 5)
                 return
-            except (*AMQP_ERRORS, TimeoutError) as exc:
+            except (*AMQP_ERRORS, TimeoutError, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and not cancelled_under_us():
+                    raise
                 if time.monotonic() > deadline:
                     raise Fatal(f"a committed batch could not be replicated: {exc!r}") from exc
                 log.warning("replicating a batch failed (%r); trying again", exc)

@@ -17,21 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import grp
 import hashlib
 import logging
 import os
-import pwd
 import re
 import shutil
 import signal
-import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 
 from rideshare.config import Settings
+from rideshare.folders import ServiceUser, reachable_folder
 
 log = logging.getLogger(__name__)
 
@@ -73,31 +70,17 @@ class ServerError(RuntimeError):
     """The worker's PostgreSQL server could not be made, started or reached."""
 
 
-@dataclass(frozen=True)
-class ServerUser:
-    """Who runs the servers: ourselves, or (when we are root) an unprivileged user."""
-
-    uid: int
-    gid: int
-    name: str
-
-    @property
-    def is_us(self) -> bool:
-        return self.uid == os.geteuid()
-
-
-def server_user(settings: Settings) -> ServerUser:
+def server_user(settings: Settings) -> ServiceUser:
+    """Ourselves, unless we are root: then ``RIDESHARE_PG_USER`` (PostgreSQL refuses root)."""
     if os.geteuid() != 0:
-        me = pwd.getpwuid(os.geteuid())
-        return ServerUser(me.pw_uid, me.pw_gid, me.pw_name)
+        return ServiceUser.current()
     try:
-        entry = pwd.getpwnam(settings.pg_user)
+        return ServiceUser.named(settings.pg_user)
     except KeyError:
         raise ServerError(
             f"PostgreSQL refuses to run as root, and the user RIDESHARE_PG_USER="
             f"{settings.pg_user!r} that should run the workers' servers does not exist; create "
             "it, or name another unprivileged user.") from None
-    return ServerUser(entry.pw_uid, entry.pw_gid, entry.pw_name)
 
 
 def bin_dir(settings: Settings) -> Path:
@@ -114,40 +97,13 @@ def bin_dir(settings: Settings) -> Path:
     return versions[-1].parent
 
 
-def _reachable(path: Path, user: ServerUser) -> bool:
-    """True if ``user`` can walk down to ``path`` (every existing ancestor searchable)."""
-    groups = {user.gid} | {g.gr_gid for g in grp.getgrall() if user.name in g.gr_mem}
-    for ancestor in [*reversed(path.parents), path]:
-        try:
-            st = ancestor.stat()
-        except FileNotFoundError:
-            return True  # what does not exist yet, we make, for that user
-        if st.st_uid == user.uid:
-            ok = st.st_mode & stat.S_IXUSR
-        elif st.st_gid in groups:
-            ok = st.st_mode & stat.S_IXGRP
-        else:
-            ok = st.st_mode & stat.S_IXOTH
-        if not ok:
-            return False
-    return True
-
-
 def data_root(settings: Settings) -> Path:
-    """The folder holding every worker's data directory (and the template) of this deployment.
-
-    ``RIDESHARE_DATA_DIR`` if set; else ``<run_dir>/data`` when the servers' user can reach it;
-    else (a root-run clone inside a private folder, as ``mktemp -d`` makes)
-    ``/var/lib/rideshare/<name>-<hash of run_dir>``, which stays the same for that clone.
-    """
+    """The folder holding every worker's data directory (and the template) of this deployment:
+    ``RIDESHARE_DATA_DIR`` if set, else ``<run_dir>/data`` or, when the servers' user cannot
+    reach that, the same under ``/var/lib/rideshare`` (``folders.reachable_folder``)."""
     if settings.data_dir is not None:
         return settings.data_dir.resolve()
-    preferred = (settings.run_dir / "data").resolve()
-    if _reachable(preferred, server_user(settings)):
-        return preferred
-    run_dir = settings.run_dir.resolve()
-    digest = hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
-    return Path("/var/lib/rideshare") / f"{run_dir.parent.name[:24]}-{digest}"
+    return reachable_folder(settings.run_dir, "data", [server_user(settings)])
 
 
 def socket_dir(data_dir: Path) -> Path:
@@ -164,17 +120,6 @@ def conninfo(data_dir: Path) -> str:
         host=str(socket_dir(data_dir)), port=PG_PORT, user=DB_USER, dbname=DB_NAME)
 
 
-def _as_user(user: ServerUser, command: list[str], die_with_parent: bool = False) -> list[str]:
-    """``command`` run as ``user`` (through setpriv when that is not us); with
-    ``die_with_parent``, SIGKILLed when its parent (the worker) dies, whoever runs it."""
-    prefix = ["setpriv"]
-    if not user.is_us:
-        prefix += [f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups"]
-    if die_with_parent:
-        prefix += ["--pdeathsig", "KILL"]
-    return [*prefix, "--", *command] if len(prefix) > 1 else command
-
-
 async def _run(command: list[str], what: str, timeout_s: float = 120.0) -> None:
     proc = await asyncio.create_subprocess_exec(
         *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -188,12 +133,6 @@ async def _run(command: list[str], what: str, timeout_s: float = 120.0) -> None:
     if proc.returncode:
         output = out.decode(errors="replace")[-800:]
         raise ServerError(f"{what} failed ({proc.returncode}): {output}")
-
-
-def _own(path: Path, user: ServerUser, mode: int) -> None:
-    if not user.is_us:
-        os.chown(path, user.uid, user.gid)
-    path.chmod(mode)
 
 
 def _server_log(data_dir: Path) -> Path:
@@ -240,7 +179,7 @@ class Template:
     def ensure_root(self) -> None:
         if not self.root.exists():
             self.root.mkdir(parents=True, exist_ok=True)
-            _own(self.root, self.user, 0o700)
+            self.user.own(self.root, 0o700)
 
     async def ensure(self) -> Path:
         """The template, made now if it is not there (one maker at a time, under a lock)."""
@@ -257,9 +196,9 @@ class Template:
         building = self.path.with_name(self.path.name + ".building")
         shutil.rmtree(building, ignore_errors=True)
         building.mkdir(parents=True)
-        _own(building, self.user, 0o700)
+        self.user.own(building, 0o700)
         initdb = str(bin_dir(self.settings) / "initdb")
-        await _run(_as_user(self.user, [
+        await _run(self.user.command([
             initdb, "-D", str(building), "-U", DB_USER, "--auth=trust", "--encoding=UTF8",
             "--locale=C.UTF-8", "--no-sync", "--wal-segsize=4", "--no-instructions"]),
             "initdb of the workers' template cluster")
@@ -293,8 +232,8 @@ class PostgresServer:
             return
         template = await Template(self.settings).ensure()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        _own(self.data_dir, self.user, 0o700)
-        await _run(_as_user(self.user, ["cp", "-a", f"{template}/.", str(self.data_dir)]),
+        self.user.own(self.data_dir, 0o700)
+        await _run(self.user.command(["cp", "-a", f"{template}/.", str(self.data_dir)]),
                    f"copying the template cluster into {self.data_dir}")
 
     async def start(self, timeout_s: float = 60.0) -> None:
@@ -308,7 +247,7 @@ class PostgresServer:
                     lock.unlink()
         if self.socket_dir != self.data_dir:
             self.socket_dir.mkdir(mode=0o700, exist_ok=True)
-            _own(self.socket_dir, self.user, 0o700)
+            self.user.own(self.socket_dir, 0o700)
         options = {**SERVER_SETTINGS, "unix_socket_directories": str(self.socket_dir)}
         command = [str(bin_dir(self.settings) / "postgres"), "-D", str(self.data_dir)]
         for name, value in options.items():
@@ -316,7 +255,7 @@ class PostgresServer:
         log_file = open(_server_log(self.data_dir), "ab")  # noqa: SIM115
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *_as_user(self.user, command, die_with_parent=True),
+                *self.user.command(command, die_with_parent=True),
                 stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 cwd="/")
         finally:

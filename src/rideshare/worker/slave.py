@@ -182,7 +182,7 @@ class SlaveRole:
         tag, self._read_tag = self._read_tag, None
         if tag is not None:
             with contextlib.suppress(Exception):
-                await self._read_queue.cancel(tag, nowait=False)
+                await asyncio.wait_for(self._read_queue.cancel(tag, nowait=False), 5)
         await asyncio.gather(*self._reads_in_flight, return_exceptions=True)
 
     async def _on_read(self, incoming: AbstractIncomingMessage) -> None:
@@ -258,6 +258,7 @@ class SlaveRole:
         self.ctx.connection.reconnect_callbacks.discard(self._on_broker_back)
         await self.leave_reads()
         if self._apply_task is not None:
+            self.ctx.stopping = True
             self._apply_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._apply_task

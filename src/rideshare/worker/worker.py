@@ -31,6 +31,14 @@ HEARTBEAT_S = 1.0
 HEALTH_CHECK_S = 2.0
 
 
+def log_tasks() -> None:
+    """SIGUSR1: where every task of the worker is waiting (for a worker that seems stuck)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=12)
+        where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
+
+
 class Worker:
     def __init__(self, ctx: Context, dcs: Coordinator) -> None:
         self.ctx = ctx
@@ -93,6 +101,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, log_tasks)
         watchers = [self.ctx.watch(asyncio.create_task(self._follow_epochs(), name="epochs")),
                     self.ctx.watch(asyncio.create_task(self._heartbeat(), name="heartbeat")),
                     self.ctx.watch(asyncio.create_task(self._health(), name="db-health"))]
@@ -100,6 +109,7 @@ class Worker:
         await asyncio.wait([stop, self._failed], return_when=asyncio.FIRST_COMPLETED)
         if self._failed.done():
             self._failed.result()  # raises the Fatal: main() ends the process, no cleanup
+        self.ctx.stopping = True
         for task in [*watchers, stop]:
             task.cancel()
         await self.shutdown()
@@ -128,6 +138,7 @@ class Worker:
         await slave.leave_reads()
         await slave.drain()
         await slave.stop()
+        self.ctx.stopping = False  # the slave's loops stopped on purpose; the master's must not
         if self.ctx.log.position < epoch.acked:
             raise Fatal(f"elected, but our copy ends at {self.ctx.log.position}, before the "
                         f"acknowledged {epoch.acked}")
@@ -158,6 +169,8 @@ class Worker:
     # --- ZooKeeper and the broker going away ---------------------------------------------------
 
     def _on_zookeeper(self, state: str) -> None:
+        if self._failed.done():
+            return  # on the way out: kazoo's next session (it makes one) is none of ours
         if state == "lost":
             self.fail(Fatal("our ZooKeeper session has expired"))
         elif state == "suspended":
@@ -166,13 +179,14 @@ class Worker:
                     self.ctx.settings.zk_session_timeout_s, self.fail,
                     Fatal("ZooKeeper has been out of reach longer than our session"))
             if isinstance(self.role, MasterRole):
-                self.ctx.watch(asyncio.create_task(self.role.pause(), name="pause"))
+                self.ctx.watch(asyncio.create_task(self.role.pause(), name="pause"), loop=False)
         elif state == "connected":
             if self._zk_timer is not None:
                 self._zk_timer.cancel()
                 self._zk_timer = None
             if isinstance(self.role, MasterRole):
-                self.ctx.watch(asyncio.create_task(self.role.resume(), name="resume"))
+                self.ctx.watch(asyncio.create_task(self.role.resume(), name="resume"),
+                               loop=False)
 
     def _on_broker_lost(self, *_: Any) -> None:
         if self._broker_timer is None:

@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -47,6 +49,8 @@ class ProcessRuntime:
     """Each worker a child process; its copy a data directory under the data root."""
 
     def __init__(self, settings: Settings) -> None:
+        self._overrides = Path(settings.test_worker_overrides) if \
+            settings.test_worker_overrides else None
         self._log_dir = settings.run_dir / "logs"
         self._data_root = data_root(settings)
         self._handles: dict[str, WorkerHandle] = {}
@@ -56,6 +60,9 @@ class ProcessRuntime:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         command = [*WORKER, "--id", worker_id,
                    *(["--adopt-copy", adopt_copy] if adopt_copy else [])]
+        override = self._next_override()
+        if "data_dir" in override:
+            command += ["--data-dir", str(override["data_dir"])]
         with open(self._log_dir / f"worker-{worker_id}.log", "ab") as out:
             child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
@@ -65,6 +72,16 @@ class ProcessRuntime:
         log.info("started worker %s, pid %s%s", worker_id, child.pid,
                  f" (adopting the copy of {adopt_copy})" if adopt_copy else "")
         return handle
+
+    def _next_override(self) -> dict[str, Any]:
+        """The tests' settings for this worker, if they left any (``test_worker_overrides``)."""
+        if self._overrides is None or not self._overrides.exists():
+            return {}
+        pending = orjson.loads(self._overrides.read_bytes() or b"[]")
+        if not pending:
+            return {}
+        self._overrides.write_bytes(orjson.dumps(pending[1:]))
+        return dict(pending[0])
 
     def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
         """The process must be that worker's, not whatever now runs under a reused PID."""
