@@ -4,6 +4,7 @@ Layout under the root (``RIDESHARE_ZK_ROOT``, default ``/rideshare``)::
 
     workers/<id>   ephemeral, JSON {"pid", "role", "log_position", "epoch", "started_at",
                    "ready", "reads_served", "suspect"}
+    acked          persistent, JSON {"epoch", "position"} of the newest acknowledged write
     epoch          persistent, JSON {"epoch": n, "master": "<worker id>", "acked": position};
                    its version makes every change a compare-and-set, so two elections can never
                    both win; "acked" is the highest log position acknowledged when it was made,
@@ -16,6 +17,7 @@ Kazoo runs its own threads; every callback given here is handed to the asyncio l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,6 +168,27 @@ class Coordinator:
             return Epoch(number, master, stat.version, acked)
         except (BadVersionError, NodeExistsError, NoNodeError):
             return None
+
+    # --- the newest acknowledged write -----------------------------------------------------------
+
+    async def record_acked(self, epoch: int, position: int) -> None:
+        """Keep the (epoch, log position) of the newest acknowledged write: no master may ever
+        start from a copy behind it, whatever happens to the orchestrator."""
+        data = orjson.dumps({"epoch": epoch, "position": position})
+        path = f"{self.root}/acked"
+        try:
+            await asyncio.to_thread(self._zk.set, path, data)
+        except NoNodeError:
+            with contextlib.suppress(NodeExistsError):
+                await asyncio.to_thread(self._zk.create, path, data, makepath=True)
+
+    async def acked(self) -> tuple[int, int]:
+        try:
+            data, _ = await asyncio.to_thread(self._zk.get, f"{self.root}/acked")
+        except NoNodeError:
+            return 0, 0
+        value = orjson.loads(data)
+        return value["epoch"], value["position"]
 
     def watch_epoch(self, callback: Callable[[Epoch], None]) -> None:
         notify = self._threadsafe(callback)

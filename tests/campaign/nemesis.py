@@ -54,6 +54,7 @@ class Nemesis:
     seed: int
     kinds: tuple[str, ...] = KINDS
     faults: list[Fault] = field(default_factory=list)
+    mounts: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -231,15 +232,26 @@ class Nemesis:
         return fault.started
 
     def _disk_full(self, fault: Fault) -> float:
-        """A new slave on a small tmpfs, made master half the time, then its disk filled."""
+        """A new slave on a small tmpfs, made master half the time, then its disk filled; once
+        the worker has left, the space is freed again (its copy stays: a full disk loses no
+        data), and the tmpfs stays until the campaign ends."""
         tmpfs = self.infra.base / f"tmpfs-{len(self.faults)}"
         tmpfs.mkdir(parents=True, exist_ok=True)
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0755", "tmpfs", str(tmpfs)],
                        check=True, timeout=30)
+        self.mounts.append(tmpfs)
         try:
             return self._fill(fault, tmpfs)
         finally:
-            self._remove_tmpfs(tmpfs)
+            (tmpfs / "fill").unlink(missing_ok=True)
+
+    def cleanup(self) -> None:
+        """After the stack is down: what the disk faults mounted goes."""
+        for tmpfs in self.mounts:
+            for proc in processes_of_data_dir(tmpfs / "copy"):
+                with_suppressed(proc.kill)
+            subprocess.run(["umount", "-l", str(tmpfs)], capture_output=True, timeout=30)
+            with_suppressed(tmpfs.rmdir)
 
     def _fill(self, fault: Fault, tmpfs: Path) -> float:
         self.overrides.write_bytes(orjson.dumps([{"data_dir": str(tmpfs / "copy")}]))
@@ -268,12 +280,6 @@ class Nemesis:
         finally:
             self.overrides.write_bytes(b"[]")
             self._desired(2)
-
-    def _remove_tmpfs(self, tmpfs: Path) -> None:
-        for proc in processes_of_data_dir(tmpfs / "copy"):
-            with_suppressed(proc.kill)
-        subprocess.run(["umount", "-l", str(tmpfs)], capture_output=True, timeout=30)
-        with_suppressed(tmpfs.rmdir)
 
     def _desired(self, n: int) -> None:
         httpx.put(f"{self.stack.orchestrator_url}/api/v1/cluster/slaves", json={"desired": n},

@@ -80,9 +80,9 @@ def run_campaign(duration_s: float, seed: int, run_dir: Path, log: bool = True,
     stack = RunningStack(run_dir / "stack", {**STACK_SETTINGS, **infra.env(),
                                              "RIDESHARE_TEST_WORKER_OVERRIDES": str(overrides)})
     started = time.monotonic()
+    nemesis = Nemesis(stack, infra, seed, kinds=tuple(kinds or KINDS))
     try:
         stack.up()
-        nemesis = Nemesis(stack, infra, seed, kinds=tuple(kinds or KINDS))
         assert nemesis.settle(), "the campaign's cluster did not come up whole"
         workload = Workload(stack, seed)
         workload.prepare()
@@ -106,6 +106,7 @@ def run_campaign(duration_s: float, seed: int, run_dir: Path, log: bool = True,
         stack.cli("down")
         left = [f"{p.pid} {' '.join(p.cmdline()[:5])}" for p in stack.leftovers()]
         stack.cleanup()
+        nemesis.cleanup()
         infra.stop()
         assert not left, f"processes left running after rideshare down: {left}"
         assert not servers_under(stack.data_root()), "no server of the campaign is left"

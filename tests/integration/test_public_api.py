@@ -697,7 +697,8 @@ async def test_count_survives_a_restart(api: Api, service: str) -> None:
 
 @pytest.mark.parametrize(
     "path", ["/api/v1/db/clear", "/api/v1/db/write", "/api/v1/db/read", "/api/v1/crash/master",
-             "/api/v1/crash/slave", "/api/v1/worker/list"],
+             "/api/v1/crash/slave", "/api/v1/worker/list", "/api/v1/cluster", "/metrics",
+             "/dashboard"],
 )
 async def test_gateway_refuses_admin_paths_with_403_json(api: Api, path: str) -> None:
     await api.new_user()

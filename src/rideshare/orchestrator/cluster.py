@@ -20,7 +20,7 @@ from rideshare.dcs import Coordinator, Epoch
 from rideshare.orchestrator.adoption import choose_copy
 from rideshare.orchestrator.planning import Observed, plan
 from rideshare.orchestrator.rpc import Rpc
-from rideshare.orchestrator.runtime.base import WorkerHandle, WorkerRuntime
+from rideshare.orchestrator.runtime.base import CopyState, WorkerHandle, WorkerRuntime
 from rideshare.orchestrator.scaler import ReadWindow
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Cluster:
         self._to_drop: set[str] = set()  # copies of dead workers: dropped once a master runs
         self._behind: set[str] = set()  # copies proven behind the adopted one
         self._lost: set[str] = set()  # running, but no longer members (no ZooKeeper session)
+        self._recorded_acked = (0, 0)  # what ZooKeeper holds of the newest acknowledged write
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -153,6 +154,10 @@ class Cluster:
         self._registered = {w for w in self._registered if w in alive} | (
             set(self.znodes) & set(alive))
         await self._keep_epoch_node()
+        acked = (self.rpc.acked_epoch, self.rpc.acked_position)
+        if acked != self._recorded_acked:
+            await self.dcs.record_acked(*acked)
+            self._recorded_acked = acked
         seen = Observed(alive, {w: i["role"] for w, i in self.znodes.items()},
                         self.epoch, frozenset(self.retiring), self.desired_slaves,
                         frozenset(self._registered),
@@ -225,7 +230,15 @@ class Cluster:
         """No worker runs: the first master takes over the most advanced copy left on disk."""
         copies = await self.runtime.copies()
         states = await asyncio.gather(*(self.runtime.probe(c) for c in copies))
-        adoption = choose_copy(dict(zip(copies, states, strict=True)))
+        floor = CopyState(*max(await self.dcs.acked(),
+                               (self.rpc.acked_epoch, self.rpc.acked_position)))
+        adoption = choose_copy(dict(zip(copies, states, strict=True)), floor)
+        if adoption.refused:
+            self._next_start_at = time.monotonic() + 5.0
+            log.error("no copy on disk holds the newest acknowledged write %s (copies: %s); "
+                      "starting no master until one does (one that cannot be read now may)",
+                      floor, dict(zip(copies, states, strict=True)))
+            return
         worker_id = self._ids.next()
         newest = max((s.epoch for s in states if s is not None), default=0)
         if await self._advance(worker_id, at_least=newest) is None:
@@ -246,11 +259,13 @@ class Cluster:
         master = self.epoch.master
         if master is None or self.znodes.get(master, {}).get("role") != "master":
             return
+        slaves = [w for w in self.slave_ids() if self.znodes.get(w, {}).get("role") == "slave"]
+        if not slaves:  # one live copy is not enough to let the others go
+            return
         for worker_id in list(self._to_drop):
             if worker_id != master:
                 self._to_drop.discard(worker_id)
                 await self.runtime.drop_copy(worker_id)
-        slaves = [w for w in self.slave_ids() if self.znodes.get(w, {}).get("role") == "slave"]
         if self._behind and len(slaves) >= self.desired_slaves:
             for copy_id in sorted(self._behind):
                 log.info("removing the copy of %s: it is behind the adopted one", copy_id)

@@ -55,13 +55,24 @@ class ProcessRuntime:
         self._data_root = data_root(settings)
         self._handles: dict[str, WorkerHandle] = {}
         self._children: dict[str, subprocess.Popen[bytes]] = {}
+        # Copies outside the data root (given by the tests' overrides), by copy id: seen,
+        # probed, adopted (in place) and dropped like the others.
+        self._elsewhere: dict[str, Path] = {}
+
+    def _path(self, copy_id: str) -> Path:
+        return self._elsewhere.get(copy_id, self._data_root / copy_id)
 
     async def start(self, worker_id: str, adopt_copy: str | None = None) -> WorkerHandle:
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        command = [*WORKER, "--id", worker_id,
-                   *(["--adopt-copy", adopt_copy] if adopt_copy else [])]
+        command = [*WORKER, "--id", worker_id]
+        if adopt_copy in self._elsewhere:  # adopted where it lies
+            self._elsewhere[worker_id] = self._elsewhere.pop(adopt_copy)
+            command += ["--data-dir", str(self._elsewhere[worker_id])]
+        elif adopt_copy:
+            command += ["--adopt-copy", adopt_copy]
         override = self._next_override()
         if "data_dir" in override:
+            self._elsewhere[worker_id] = Path(override["data_dir"])
             command += ["--data-dir", str(override["data_dir"])]
         with open(self._log_dir / f"worker-{worker_id}.log", "ab") as out:
             child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
@@ -123,7 +134,7 @@ class ProcessRuntime:
             self._handles.pop(wid)
             self._children.pop(wid, None)
             # Its server dies with it (a parent-death signal); should one outlive it anyway:
-            kill_stray_postmaster(self._data_root / wid)
+            kill_stray_postmaster(self._path(wid))
         return ended
 
     def alive(self) -> dict[str, WorkerHandle]:
@@ -131,10 +142,12 @@ class ProcessRuntime:
 
     async def copies(self) -> list[str]:
         alive = self.alive()
-        return [p.name for p in copy_dirs(self._data_root) if p.name not in alive]
+        here = [p.name for p in copy_dirs(self._data_root) if p.name not in alive]
+        return here + [c for c, p in self._elsewhere.items()
+                       if c not in alive and (p / "PG_VERSION").exists()]
 
     async def probe(self, copy_id: str) -> CopyState | None:
-        code, out = await _run_worker(["--probe-copy", str(self._data_root / copy_id)], 90)
+        code, out = await _run_worker(["--probe-copy", str(self._path(copy_id))], 90)
         if code != 0:
             log.error("the copy of %s could not be read (it is kept): %s", copy_id, out[-500:])
             return None
@@ -142,7 +155,8 @@ class ProcessRuntime:
         return CopyState(state["epoch"], state["position"])
 
     async def drop_copy(self, copy_id: str) -> None:
-        code, out = await _run_worker(["--drop-copy", str(self._data_root / copy_id)], 60)
+        code, out = await _run_worker(["--drop-copy", str(self._path(copy_id))], 60)
+        self._elsewhere.pop(copy_id, None)
         if code != 0:
             log.error("removing the copy of %s failed: %s", copy_id, out[-500:])
 
