@@ -151,6 +151,62 @@ def crash(role: Annotated[str, typer.Argument(help="master or slave")]) -> None:
     raise typer.Exit(0 if response.status_code == 200 else 1)
 
 
+infra_app = typer.Typer(help="A local RabbitMQ cluster and ZooKeeper ensemble (rideshare.infra).",
+                        no_args_is_help=True)
+app.add_typer(infra_app, name="infra")
+
+
+@infra_app.command("up")
+def infra_up(nodes: Annotated[int, typer.Option(help="nodes of each (1 or 3)")] = 3) -> None:
+    """Start the nodes (on their own ports and data) and write <run_dir>/infra.env."""
+    from rideshare.infra.local import LocalInfra
+
+    infra = LocalInfra(get_settings().run_dir)
+    settings = infra.up(nodes)
+    console.print(f"{nodes} RabbitMQ node(s) and {nodes} ZooKeeper server(s) are up; "
+                  f"their settings are in {infra.env_file}:")
+    for key, value in settings.items():
+        console.print(f"  {key}={value}")
+
+
+@infra_app.command("down")
+def infra_down() -> None:
+    """Stop the nodes (their data stays)."""
+    from rideshare.infra.local import LocalInfra
+
+    LocalInfra(get_settings().run_dir).down()
+    console.print("the local RabbitMQ and ZooKeeper nodes are stopped")
+
+
+@infra_app.command("status")
+def infra_status() -> None:
+    """Each node, which broker node leads each queue, and which ZooKeeper server leads."""
+    from rideshare.infra.local import LocalInfra
+
+    state = LocalInfra(get_settings().run_dir).status()
+    if not state["nodes"]:
+        console.print("no local infrastructure (rideshare infra up)")
+        raise typer.Exit(1)
+    nodes = Table(title="RabbitMQ nodes")
+    for column in ("node", "port", "running"):
+        nodes.add_column(column)
+    for n in state["rabbitmq"]:
+        nodes.add_row(n["node"], str(n["port"]), "yes" if n["running"] else "no")
+    console.print(nodes)
+    servers = Table(title="ZooKeeper servers")
+    for column in ("server", "address", "mode"):
+        servers.add_column(column)
+    for z in state["zookeeper"]:
+        servers.add_row(str(z["server"]), z["address"], z["mode"])
+    console.print(servers)
+    queues = Table(title="queues")
+    for column in ("queue", "type", "leader", "messages"):
+        queues.add_column(column)
+    for q in state["queues"]:
+        queues.add_row(q["name"], q["type"], q["leader"], q["messages"])
+    console.print(queues)
+
+
 app.command("bench", help="Benchmark the public API through the gateway, next to the same "
             "data work done directly with psycopg.")(bench_command)
 

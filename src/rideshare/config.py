@@ -9,11 +9,17 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RIDESHARE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RIDESHARE_", extra="ignore",
+                                      populate_by_name=True)
+
+    @property
+    def amqp_url_list(self) -> list[str]:
+        return [u.strip() for u in self.amqp_urls.split(",") if u.strip()]
 
     # Where each part listens (host and port), and how the parts find each other.
     host: str = "127.0.0.1"
@@ -25,9 +31,17 @@ class Settings(BaseSettings):
     orchestrator_url: str = "http://127.0.0.1:8090"
     public_name: str = "rideshare"
 
-    # Backing servers.
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # Backing servers: one RabbitMQ node or several (comma-separated; a connection that fails
+    # moves to the next), one ZooKeeper server or an ensemble (comma-separated host:port).
+    # RIDESHARE_AMQP_URL, the older name, is read too.
+    amqp_urls: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        validation_alias=AliasChoices("RIDESHARE_AMQP_URLS", "RIDESHARE_AMQP_URL", "amqp_urls"))
     zk_hosts: str = "127.0.0.1:2181"
+    # Quorum queues (replicated with Raft) for writeQ, readQ, deadQ and the sync queues: "true",
+    # "false", or "auto": when more than one broker URL is given, or its host name resolves to
+    # more than one address (a cluster behind one name).
+    quorum_queues: str = "auto"
     # The benchmark's direct baseline only: the workers never use this server.
     pg_dsn: str = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 

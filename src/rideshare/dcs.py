@@ -5,6 +5,8 @@ Layout under the root (``RIDESHARE_ZK_ROOT``, default ``/rideshare``)::
     workers/<id>   ephemeral, JSON {"pid", "role", "log_position", "epoch", "started_at",
                    "ready", "reads_served", "suspect"}
     acked          persistent, JSON {"epoch", "position"} of the newest acknowledged write
+    sync-queues/<id>  persistent, empty: a slave's durable sync queue (on a cluster), deleted
+                   with its queue by the orchestrator once that slave is gone
     epoch          persistent, JSON {"epoch": n, "master": "<worker id>", "acked": position};
                    its version makes every change a compare-and-set, so two elections can never
                    both win; "acked" is the highest log position acknowledged when it was made,
@@ -168,6 +170,23 @@ class Coordinator:
             return Epoch(number, master, stat.version, acked)
         except (BadVersionError, NodeExistsError, NoNodeError):
             return None
+
+    # --- sync queues that outlive their slaves (quorum queues on a cluster) ----------------------
+
+    async def register_sync_queue(self, worker_id: str) -> None:
+        with contextlib.suppress(NodeExistsError):
+            await asyncio.to_thread(self._zk.create, f"{self.root}/sync-queues/{worker_id}",
+                                    b"", makepath=True)
+
+    async def sync_queue_owners(self) -> list[str]:
+        try:
+            return await asyncio.to_thread(self._zk.get_children, f"{self.root}/sync-queues")
+        except NoNodeError:
+            return []
+
+    async def forget_sync_queue(self, worker_id: str) -> None:
+        with contextlib.suppress(NoNodeError):
+            await asyncio.to_thread(self._zk.delete, f"{self.root}/sync-queues/{worker_id}")
 
     # --- the newest acknowledged write -----------------------------------------------------------
 

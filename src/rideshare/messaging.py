@@ -1,9 +1,20 @@
-"""The AMQP topology both ends agree on, and the small helpers around it."""
+"""The AMQP topology both ends agree on, connections to one broker node or several, and the small
+helpers around them.
+
+On a RabbitMQ cluster (``RIDESHARE_QUORUM_QUEUES``) writeQ, readQ, deadQ and the slaves' sync
+queues are quorum queues: every message is replicated with Raft, and a publisher confirm means a
+majority of the nodes holds it. Quorum queues cannot be exclusive: writeQ gets a single active
+consumer instead, and fencing rests on the epoch (docs/architecture.md, "Fencing"); a slave's sync
+queue outlives its connection (so a slave that reconnects has lost nothing), and the orchestrator
+deletes the sync queues of workers that are gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +28,8 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aio_pika.connection import make_url
+from yarl import URL
 
 from rideshare.protocol import queue_names
 
@@ -38,33 +51,105 @@ class Topology:
     read_queue: AbstractQueue
     sync_exchange: AbstractExchange
     names: dict[str, str]
+    quorum: bool
 
 
-async def connect(url: str, name: str, heartbeat_s: int = 2) -> AbstractRobustConnection:
-    """A robust connection: it reconnects and restores its channels, queues and consumers. Short
-    heartbeats, so that a silent broker (or a silent peer, for the broker) is noticed in seconds."""
-    return await aio_pika.connect_robust(url, client_properties={"connection_name": name},
-                                         timeout=15, heartbeat=heartbeat_s,
-                                         reconnect_interval=RECONNECT_INTERVAL_S)
+def uses_quorum_queues(setting: str, urls: list[str]) -> bool:
+    """``setting`` is "true", "false" or "auto": quorum queues when there are several broker
+    URLs, or one whose host name resolves to several addresses (a cluster behind one name)."""
+    if setting.lower() in ("true", "1", "yes"):
+        return True
+    if setting.lower() in ("false", "0", "no"):
+        return False
+    if len(urls) > 1:
+        return True
+    host = URL(urls[0]).host if urls else None
+    try:
+        found = {a[4][0] for a in socket.getaddrinfo(host, None)} if host else set()
+    except OSError:
+        return False
+    return len(found) > 1
 
 
-async def declare(channel: AbstractChannel, prefix: str,
+class RoundRobinConnection(aio_pika.RobustConnection):
+    """A robust connection over several broker nodes: each (re)connection attempt goes to the
+    next node in turn, so the loss of one node moves every client to another within a second."""
+
+    def __init__(self, urls: list[URL], start: int, **kwargs: Any) -> None:
+        self._urls, self._turn = urls, start
+        super().__init__(urls[start % len(urls)], **kwargs)
+
+    async def _RobustConnection__connect_transport(self) -> None:  # aio-pika's one attempt
+        self.url = self._urls[self._turn % len(self._urls)]
+        self._turn += 1
+        await aio_pika.RobustConnection._RobustConnection__connect_transport(self)  # type: ignore[attr-defined]
+
+
+async def connect(urls: list[str] | str, name: str,
+                  heartbeat_s: int = 2) -> AbstractRobustConnection:
+    """A robust connection to the first node that answers: it reconnects (to the next node) and
+    restores its channels, queues and consumers. Short heartbeats, so that a silent broker (or a
+    silent peer, for the broker) is noticed in seconds."""
+    listed = [urls] if isinstance(urls, str) else list(urls)
+    made = [make_url(u, heartbeat=heartbeat_s, reconnect_interval=RECONNECT_INTERVAL_S)
+            for u in listed]
+    last: BaseException | None = None
+    for start in range(len(made)):
+        connection = RoundRobinConnection(made, start,
+                                          client_properties={"connection_name": name})
+        try:
+            await connection.connect(timeout=15)
+            return connection
+        except (*AMQP_ERRORS, OSError, TimeoutError) as exc:
+            last = exc
+            with contextlib.suppress(Exception):
+                await connection.close()
+    raise ConnectionError(f"no broker node answered ({listed}): {last!r}")
+
+
+def queue_arguments(quorum: bool, **extra: Any) -> dict[str, Any]:
+    return {"x-queue-type": "quorum", **extra} if quorum else dict(extra)
+
+
+def write_queue_arguments(quorum: bool) -> dict[str, Any] | None:
+    """writeQ's: on a cluster, a quorum queue with a single active consumer (the master)."""
+    return queue_arguments(True, **{"x-single-active-consumer": True}) if quorum else None
+
+
+async def declare(channel: AbstractChannel, prefix: str, quorum: bool = False,
                   dead_letter_max_length: int = 10_000) -> Topology:
     names = queue_names(prefix)
-    write_queue = await channel.declare_queue(names["write"], durable=True)
-    read_queue = await channel.declare_queue(names["read"], durable=True)
+    write_queue = await channel.declare_queue(names["write"], durable=True,
+                                              arguments=write_queue_arguments(quorum))
+    read_queue = await channel.declare_queue(names["read"], durable=True,
+                                             arguments=queue_arguments(quorum) or None)
     sync_exchange = await channel.declare_exchange(
         names["sync"], aio_pika.ExchangeType.FANOUT, durable=True)
-    await channel.declare_queue(names["dead"], durable=True, arguments={
-        "x-max-length": dead_letter_max_length, "x-overflow": "drop-head"})
-    return Topology(write_queue, read_queue, sync_exchange, names)
+    await channel.declare_queue(names["dead"], durable=True, arguments=queue_arguments(
+        quorum, **{"x-max-length": dead_letter_max_length, "x-overflow": "drop-head"}))
+    return Topology(write_queue, read_queue, sync_exchange, names, quorum)
 
 
-def sync_queue_arguments(max_length: int) -> dict[str, Any]:
-    """A slave's sync queue is bounded: beyond ``max_length`` batches the oldest go (never
-    reject-publish, which would refuse the master's fanout publish to every slave); the slave
-    then finds a gap in the log and reloads a copy."""
-    return {"x-max-length": max_length, "x-overflow": "drop-head"}
+def sync_queue_name(names: dict[str, str], worker_id: str) -> str:
+    return f"{names['sync']}.{worker_id}"
+
+
+async def declare_sync_queue(channel: AbstractChannel, topology: Topology, worker_id: str,
+                             max_length: int) -> AbstractQueue:
+    """A slave's sync queue, bound to the fanout. Bounded: beyond ``max_length`` batches the
+    oldest go (never reject-publish, which would refuse the master's fanout publish to every
+    slave); the slave then finds a gap in the log and reloads a copy. On a single node it is
+    exclusive (it dies with the slave's connection); on a cluster, a durable quorum queue that the
+    orchestrator deletes once its slave is gone."""
+    bound = {"x-max-length": max_length, "x-overflow": "drop-head"}
+    name = sync_queue_name(topology.names, worker_id)
+    if topology.quorum:
+        queue = await channel.declare_queue(name, durable=True,
+                                            arguments=queue_arguments(True, **bound))
+    else:
+        queue = await channel.declare_queue(name, exclusive=True, arguments=bound)
+    await queue.bind(topology.sync_exchange)
+    return queue
 
 
 def message(body: dict[str, Any], *, persistent: bool = False,

@@ -21,16 +21,20 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=int(os.environ.get("CHAOS_SEED") or 1))
     parser.add_argument("--kinds", help="only these kinds of fault, comma-separated")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep its logs")
+    parser.add_argument("--nodes", type=int, default=int(os.environ.get("CHAOS_NODES") or 1),
+                        help="RabbitMQ and ZooKeeper nodes: 1, or 3 (replicated)")
     args = parser.parse_args()
     # SIGTERM (a CI timeout, say) stops the campaign the way Ctrl-C does: everything it started
     # is stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     kinds = args.kinds.split(",") if args.kinds else None
     if args.keep:
-        result = run_campaign(args.duration, args.seed, args.keep, kinds=kinds)
+        result = run_campaign(args.duration, args.seed, args.keep, kinds=kinds,
+                              nodes=args.nodes)
     else:
         with tempfile.TemporaryDirectory(prefix="rs-chaos-") as tmp:
-            result = run_campaign(args.duration, args.seed, Path(tmp), kinds=kinds)
+            result = run_campaign(args.duration, args.seed, Path(tmp), kinds=kinds,
+                                  nodes=args.nodes)
     print(result.table())
     print(f"written to {save(result, ROOT / 'build' / 'chaos')}")
     return 0 if result.verdict.clean else 1

@@ -30,6 +30,10 @@ PAUSED_MASTER_BOUND_S = 15.0
 KINDS = ("kill-master", "kill-slave", "kill-orchestrator", "pause-master", "pause-slave",
          "cut-zookeeper", "cut-rabbitmq", "cut-postgres", "restart-rabbitmq", "kill-rabbitmq",
          "restart-zookeeper", "kill-postgres", "disk-full")
+#: On replicated infrastructure, besides: the broker node that leads writeQ killed with -9, and
+#: the ZooKeeper leader (each started again after a while).
+REPLICATED_KINDS = ("kill-writeq-leader", "kill-zookeeper-leader")
+NODE_DOWN_S = 10.0
 
 
 @dataclass
@@ -66,7 +70,8 @@ class Nemesis:
     def next_kind(self) -> str:
         if not self._order:
             self._order = [k for k in self.kinds
-                           if k != "disk-full" or self.can_fill_disks]
+                           if (k != "disk-full" or self.can_fill_disks)
+                           and (k not in REPLICATED_KINDS or self.infra.nodes > 1)]
             self.random.shuffle(self._order)
         return self._order.pop(0)
 
@@ -167,24 +172,24 @@ class Nemesis:
     def _pause_slave(self, fault: Fault) -> float:
         return self._pause(fault, "slave")
 
-    def _cut(self, fault: Fault, proxy: Any, what: str) -> float:
+    def _cut(self, fault: Fault, amqp: bool) -> float:
         state = self.random.choice(["master", "slave"])
         victim = self.one(state)
         assert victim is not None
-        fault.target = f"{state} {victim['id']} from {what}"
-        proxy.cut(victim["pid"])
+        fault.target = f"{state} {victim['id']} from {'RabbitMQ' if amqp else 'ZooKeeper'}"
+        self.infra.cut(victim["pid"], amqp)
         try:
             time.sleep(CUT_S)
         finally:
-            proxy.heal()
+            self.infra.heal()
         fault.ended = time.monotonic()
         return fault.ended
 
     def _cut_zookeeper(self, fault: Fault) -> float:
-        return self._cut(fault, self.infra.zk_proxy, "ZooKeeper")
+        return self._cut(fault, amqp=False)
 
     def _cut_rabbitmq(self, fault: Fault) -> float:
-        return self._cut(fault, self.infra.amqp_proxy, "RabbitMQ")
+        return self._cut(fault, amqp=True)
 
     def _cut_postgres(self, fault: Fault) -> float:
         """Its PostgreSQL server frozen (every process stopped): the worker runs, its database
@@ -205,22 +210,41 @@ class Nemesis:
         return fault.ended
 
     def _restart_rabbitmq(self, fault: Fault) -> float:
-        fault.target = "RabbitMQ (stop, start)"
-        self.infra.restart_rabbitmq(kill=False)
+        fault.target = f"RabbitMQ {self.infra.restart_rabbitmq(kill=False)} (stop, start)"
         fault.ended = time.monotonic()
         return fault.ended
 
     def _kill_rabbitmq(self, fault: Fault) -> float:
-        fault.target = "RabbitMQ (kill -9, start)"
-        self.infra.restart_rabbitmq(kill=True)
+        fault.target = f"RabbitMQ {self.infra.restart_rabbitmq(kill=True)} (kill -9, start)"
         fault.ended = time.monotonic()
         return fault.ended
 
     def _restart_zookeeper(self, fault: Fault) -> float:
-        fault.target = "ZooKeeper (stop, start)"
-        self.infra.restart_zookeeper()
+        fault.target = f"ZooKeeper server {self.infra.restart_zookeeper()} (stop, start)"
         fault.ended = time.monotonic()
         return fault.ended
+
+    def _kill_writeq_leader(self, fault: Fault) -> float:
+        """The broker node leading writeQ, killed with -9: writes go on (measured from the kill);
+        it comes back after a while and rejoins."""
+        node = self.infra.rabbit_leading(self.stack.env["RIDESHARE_QUEUE_PREFIX"] + "writeQ")
+        fault.target = f"RabbitMQ {node.nodename}, leading writeQ (kill -9)"
+        node.kill()
+        recovered = self.recovered(fault.started, fault.bound)
+        time.sleep(max(0.0, fault.started + NODE_DOWN_S - time.monotonic()))
+        node.start()
+        fault.note = f"writes back {recovered} s after the kill, before it returned"
+        return time.monotonic()
+
+    def _kill_zookeeper_leader(self, fault: Fault) -> float:
+        server = self.infra.zookeeper_leader()
+        fault.target = f"ZooKeeper server {server.myid}, the leader (kill -9)"
+        server.kill()
+        recovered = self.recovered(fault.started, fault.bound)
+        time.sleep(max(0.0, fault.started + NODE_DOWN_S - time.monotonic()))
+        server.start()
+        fault.note = f"writes back {recovered} s after the kill, before it returned"
+        return time.monotonic()
 
     def _kill_postgres(self, fault: Fault) -> float:
         state = self.random.choice(["master", "slave"])

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.campaign.checker import Verdict, check
 from tests.campaign.infra import CampaignInfra
-from tests.campaign.nemesis import KINDS, Fault, Nemesis
+from tests.campaign.nemesis import KINDS, REPLICATED_KINDS, Fault, Nemesis
 from tests.campaign.workload import Workload
 from tests.support import RunningStack, copies_agree, servers_under, wait_until
 
@@ -42,7 +42,7 @@ class Result:
         lines = [f"campaign: seed {self.seed}, {self.seconds:.0f} s, {len(self.faults)} faults",
                  "", "| fault | injected | recovery median (s) | recovery max (s) | bound (s) |",
                  "|---|---:|---:|---:|---:|"]
-        for kind in KINDS:
+        for kind in (*KINDS, *REPLICATED_KINDS):
             mine = [f for f in self.faults if f.kind == kind]
             times = [f.recovered_in for f in mine if f.recovered_in is not None]
             if not mine:
@@ -68,19 +68,19 @@ class Result:
 
 
 def run_campaign(duration_s: float, seed: int, run_dir: Path, log: bool = True,
-                 kinds: list[str] | None = None) -> Result:
+                 kinds: list[str] | None = None, nodes: int = 1) -> Result:
     """Faults are started while ``duration_s`` lasts; the last one is let finish. ``kinds``
     narrows the nemesis to some kinds of fault (to chase one defect)."""
     name = f"c{uuid.uuid4().hex[:8]}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    infra = CampaignInfra(run_dir, name)
+    infra = CampaignInfra(run_dir, name, nodes)
     overrides = run_dir / "worker-overrides.json"
     overrides.write_text("[]")
     infra.start()
     stack = RunningStack(run_dir / "stack", {**STACK_SETTINGS, **infra.env(),
                                              "RIDESHARE_TEST_WORKER_OVERRIDES": str(overrides)})
     started = time.monotonic()
-    nemesis = Nemesis(stack, infra, seed, kinds=tuple(kinds or KINDS))
+    nemesis = Nemesis(stack, infra, seed, kinds=tuple(kinds or (*KINDS, *REPLICATED_KINDS)))
     try:
         stack.up()
         assert nemesis.settle(), "the campaign's cluster did not come up whole"

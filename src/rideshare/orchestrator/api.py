@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
+from rideshare.messaging import uses_quorum_queues
 from rideshare.orchestrator.cluster import Cluster
 from rideshare.orchestrator.rpc import Rpc, RpcTimeout, RpcUnavailable, StaleEpoch
 from rideshare.orchestrator.runtime.base import WorkerRuntime
@@ -54,8 +55,10 @@ def _decode(raw: bytes) -> Any:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    rpc = Rpc(settings.amqp_url, settings.queue_prefix, settings.write_timeout_s,
-              settings.read_timeout_s)
+    rpc = Rpc(settings.amqp_url_list, settings.queue_prefix, settings.write_timeout_s,
+              settings.read_timeout_s,
+              uses_quorum_queues(settings.quorum_queues, settings.amqp_url_list),
+              settings.dead_letter_max_length)
     dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
     cluster = Cluster(settings, dcs, make_runtime(settings), rpc)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from rideshare.config import Settings
 from rideshare.dcs import Coordinator, Epoch
+from rideshare.messaging import sync_queue_name
 from rideshare.orchestrator.adoption import choose_copy
 from rideshare.orchestrator.planning import Observed, plan
 from rideshare.orchestrator.rpc import Rpc
@@ -185,6 +186,8 @@ class Cluster:
             self.retiring.add(worker_id)
             self.runtime.stop(worker_id)
         await self._drop_dead_copies()
+        if self.rpc.quorum:
+            await self._delete_gone_sync_queues(alive)
 
     def _scale(self) -> None:
         now = time.time()
@@ -252,6 +255,20 @@ class Cluster:
                      adoption.adopt, states[copies.index(adoption.adopt)], worker_id,
                      adoption.behind)
         await self.runtime.start(worker_id, adopt_copy=adoption.adopt)
+
+    async def _delete_gone_sync_queues(self, alive: dict[str, WorkerHandle]) -> None:
+        """On a cluster a slave's sync queue outlives it (a durable quorum queue): once the slave
+        is gone, its queue goes, or it would fill with every batch, to its bound, for ever."""
+        for owner in await self.dcs.sync_queue_owners():
+            if owner not in alive and owner not in self.znodes:
+                try:
+                    await self.rpc.delete_queue(
+                        sync_queue_name(self.rpc.topology.names, owner))
+                except Exception as exc:  # noqa: BLE001 - the broker is away: next time
+                    log.warning("could not delete the sync queue of %s: %r", owner, exc)
+                    return
+                await self.dcs.forget_sync_queue(owner)
+                log.info("deleted the sync queue of %s, which is gone", owner)
 
     async def _drop_dead_copies(self) -> None:
         """A dead worker's copy goes once a live master holds everything it had; a copy proven

@@ -8,6 +8,7 @@ correlation id, so thousands of requests can wait at once without a thread each.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -93,9 +94,11 @@ class Batcher:
 
 
 class Rpc:
-    def __init__(self, amqp_url: str, queue_prefix: str, write_timeout_s: float,
-                 read_timeout_s: float) -> None:
-        self._url = amqp_url
+    def __init__(self, amqp_urls: list[str], queue_prefix: str, write_timeout_s: float,
+                 read_timeout_s: float, quorum: bool = False,
+                 dead_letter_max_length: int = 10_000) -> None:
+        self.quorum, self._dead_letter_max_length = quorum, dead_letter_max_length
+        self._urls = amqp_urls
         self._prefix = queue_prefix
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count()
@@ -126,15 +129,26 @@ class Rpc:
             self.acked_epoch, self.acked_position = epoch, position
 
     async def start(self) -> None:
-        self.connection = await connect(self._url, f"{self._prefix}orchestrator")
+        self.connection = await connect(self._urls, f"{self._prefix}orchestrator")
         self._channel: AbstractChannel = await self.connection.channel(
             publisher_confirms=False)
-        self.topology: Topology = await declare(self._channel, self._prefix)
+        self.topology: Topology = await declare(self._channel, self._prefix, self.quorum,
+                                                self._dead_letter_max_length)
         self._reply_channel = await self.connection.channel()
         replies = await self._reply_channel.declare_queue(
             self.topology.names["response"], durable=False, auto_delete=False)
         await replies.purge()  # replies meant for an earlier orchestrator process
         await replies.consume(self._on_reply, no_ack=True)
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete a queue (a gone slave's sync queue); gone already is fine."""
+        assert self.connection is not None
+        channel = await self.connection.channel()
+        try:
+            await asyncio.wait_for(channel.queue_delete(name), 10)
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def stop(self) -> None:
         if self.connection is not None:

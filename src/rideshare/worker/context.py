@@ -51,6 +51,8 @@ class Context:
     fail: Callable[[Fatal], None]  # ends the worker at once (the main loop does the exit)
     state_changed: Callable[[], None] = field(default=lambda: None)  # republish our znode
     stopping: bool = False  # a role's loops are being stopped on purpose
+    quorum: bool = False  # the broker is a cluster: quorum queues (messaging.py)
+    dcs: Any = None  # the worker's Coordinator (dcs.py)
 
     def must_finish(self, seconds: float, what: str) -> Deadline:
         """A watchdog: if ``what`` is not done within ``seconds``, the worker stops at once (a

@@ -24,7 +24,7 @@ import orjson
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
-from rideshare.messaging import connect
+from rideshare.messaging import connect, uses_quorum_queues
 from rideshare.worker.context import Context, Fatal, LogState
 from rideshare.worker.pgserver import PostgresServer, data_root, remove_copy
 from rideshare.worker.store import Store
@@ -52,7 +52,7 @@ async def run_worker(settings: Settings, worker_id: str, data_dir: Path,
     try:
         store = await Store.open(server.dsn)
         state = await store.log_state()
-        connection = await connect(settings.amqp_url,
+        connection = await connect(settings.amqp_url_list,
                                    f"{settings.queue_prefix}worker-{worker_id}",
                                    settings.amqp_heartbeat_s)
         dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
@@ -62,7 +62,9 @@ async def run_worker(settings: Settings, worker_id: str, data_dir: Path,
         await server.stop()
         raise
     ctx = Context(settings, worker_id, store, connection, LogState(state.position, state.epoch),
-                  fail=lambda _: None)
+                  fail=lambda _: None,
+                  quorum=uses_quorum_queues(settings.quorum_queues, settings.amqp_url_list),
+                  dcs=dcs)
     worker = Worker(ctx, dcs)
     running = asyncio.create_task(worker.run(), name="worker")
     await asyncio.wait([running, failed], return_when=asyncio.FIRST_COMPLETED)

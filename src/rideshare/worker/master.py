@@ -41,6 +41,7 @@ from rideshare.messaging import (
     message,
     reply,
     settle,
+    write_queue_arguments,
 )
 from rideshare.protocol import PROTOCOL_VERSION
 from rideshare.worker.context import Context, Fatal, dead_letter, error_reply
@@ -86,7 +87,7 @@ class MasterRole:
         self._sync_channel = await self.ctx.connection.channel(publisher_confirms=True)
         self._reply_channel = await self.ctx.connection.channel(publisher_confirms=False)
         self.topology: Topology = await declare(self._sync_channel, settings.queue_prefix,
-                                                settings.dead_letter_max_length)
+                                                self.ctx.quorum, settings.dead_letter_max_length)
         self._loop_task = self.ctx.watch(asyncio.create_task(self._batches(),
                                                              name="master-batches"))
         await self._take_write_queue()
@@ -94,14 +95,18 @@ class MasterRole:
                  self.ctx.log.position)
 
     async def _take_write_queue(self) -> None:
-        """Consume writeQ exclusively; while a deposed master still holds it, keep asking."""
+        """Consume writeQ exclusively; while a deposed master still holds it, keep asking. On a
+        cluster, writeQ is a quorum queue with a single active consumer: ours becomes active when
+        the deposed master's goes (its answers are refused meanwhile: they carry an old epoch)."""
         deadline = time.monotonic() + TAKE_WRITE_QUEUE_DEADLINE_S
         while True:
             channel = await self.ctx.connection.channel()
             await channel.set_qos(prefetch_count=self.ctx.settings.batch_size)
-            queue = await channel.declare_queue(self.topology.names["write"], durable=True)
+            queue = await channel.declare_queue(self.topology.names["write"], durable=True,
+                                                arguments=write_queue_arguments(self.ctx.quorum))
             try:
-                self._consumer_tag = await queue.consume(self._deliver, exclusive=True)
+                self._consumer_tag = await queue.consume(self._deliver,
+                                                         exclusive=not self.ctx.quorum)
                 self._write_channel, self._write_queue = channel, queue
                 return
             except ChannelAccessRefused:

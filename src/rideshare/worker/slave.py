@@ -20,7 +20,15 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from psycopg_pool import AsyncConnectionPool
 
 from rideshare.messages import BadMessage, Marker, ReadBatch, decode_read_queue, decode_sync_queue
-from rideshare.messaging import AMQP_ERRORS, declare, message, reply, settle, sync_queue_arguments
+from rideshare.messaging import (
+    AMQP_ERRORS,
+    declare,
+    declare_sync_queue,
+    message,
+    queue_arguments,
+    reply,
+    settle,
+)
 from rideshare.protocol import KIND_MARKER, PROTOCOL_VERSION, BadRequest, Query, parse_read
 from rideshare.worker.context import Context, Fatal, dead_letter, error_reply
 from rideshare.worker.dberrors import judge_error
@@ -53,11 +61,12 @@ class SlaveRole:
         self._sync_channel: AbstractChannel = await connection.channel()
         await self._sync_channel.set_qos(prefetch_count=64)
         self.topology = await declare(self._sync_channel, settings.queue_prefix,
-                                      settings.dead_letter_max_length)
-        self._sync_queue: AbstractQueue = await self._sync_channel.declare_queue(
-            f"{self.topology.names['sync']}.{self.ctx.worker_id}", exclusive=True,
-            arguments=sync_queue_arguments(settings.sync_queue_max_length))
-        await self._sync_queue.bind(self.topology.sync_exchange)
+                                      self.ctx.quorum, settings.dead_letter_max_length)
+        if self.ctx.quorum:  # it outlives us: the orchestrator deletes it once we are gone
+            await self.ctx.dcs.register_sync_queue(self.ctx.worker_id)
+        self._sync_queue: AbstractQueue = await declare_sync_queue(
+            self._sync_channel, self.topology, self.ctx.worker_id,
+            settings.sync_queue_max_length)
         await self._sync_queue.consume(self._deliver)
         connection.close_callbacks.add(self._on_broker_lost)
         connection.reconnect_callbacks.add(self._on_broker_back)
@@ -72,7 +81,8 @@ class SlaveRole:
             kwargs={"autocommit": True, "row_factory": self.ctx.store.conn.row_factory})
         await self._pool.open(wait=True, timeout=30)
         self._read_queue = await self._read_channel.declare_queue(
-            self.topology.names["read"], durable=True)
+            self.topology.names["read"], durable=True,
+            arguments=queue_arguments(self.ctx.quorum) or None)
         await self._join_reads()
 
     @property
@@ -85,15 +95,17 @@ class SlaveRole:
     # --- the broker going and coming back ------------------------------------------------------
 
     def _on_broker_lost(self, *_: Any) -> None:
-        """Our exclusive sync queue went with the connection, and the batches in it."""
-        if not self.suspect:
+        """Our exclusive sync queue went with the connection, and the batches in it (on a
+        cluster it is a durable quorum queue, which lost nothing)."""
+        if not self.suspect and not self.ctx.quorum:
             log.warning("lost the broker: our copy may now miss entries")
             self.suspect = True
             self.ctx.state_changed()
 
     def _on_broker_back(self, *_: Any) -> None:
-        log.warning("reconnected to the broker: reloading a copy")
-        self._inbox.put_nowait(RESYNC)
+        if not self.ctx.quorum:
+            log.warning("reconnected to the broker: reloading a copy")
+            self._inbox.put_nowait(RESYNC)
 
     # --- a copy, and the log after it ----------------------------------------------------------
 
