@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-dbaas bench-failover bench-bootstrap chaos services venv clean
+.PHONY: run run-ha test test-ha lint bench bench-dbaas bench-failover bench-bootstrap chaos services venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,18 @@ services:
 run: venv services
 	$(BIN)/rideshare up
 
+# The stack on a local 3-node RabbitMQ cluster and 3-server ZooKeeper ensemble (rideshare infra).
+run-ha: venv services
+	$(BIN)/rideshare infra up --nodes 3
+	set -a && . $${RIDESHARE_RUN_DIR:-.run}/infra.env && set +a && $(BIN)/rideshare up
+
 test: venv services
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/ha
+
+# On replicated infrastructure (3 RabbitMQ nodes, 3 ZooKeeper servers of the tests' own): infra
+# nodes killed under load. Run by CI (.ci/run) apart from make test, for time.
+test-ha: venv services
+	$(BIN)/pytest -q tests/ha
 
 lint: venv
 	$(BIN)/ruff check src tests bench

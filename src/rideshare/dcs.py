@@ -5,8 +5,10 @@ Layout under the root (``RIDESHARE_ZK_ROOT``, default ``/rideshare``)::
     workers/<id>   ephemeral, JSON {"pid", "role", "log_position", "epoch", "started_at",
                    "ready", "reads_served", "suspect"}
     acked          persistent, JSON {"epoch", "position"} of the newest acknowledged write
-    sync-queues/<id>  persistent, empty: a slave's durable sync queue (on a cluster), deleted
-                   with its queue by the orchestrator once that slave is gone
+    sync-queues/<id>  persistent, the name of a slave's durable sync queue (on a cluster),
+                   deleted with its queue by the orchestrator once that slave is gone
+    behind/<id>    persistent: a slave the master could not replicate a batch to (its queue
+                   refused it); never elected until it has reloaded a copy into a fresh queue
     epoch          persistent, JSON {"epoch": n, "master": "<worker id>", "acked": position};
                    its version makes every change a compare-and-set, so two elections can never
                    both win; "acked" is the highest log position acknowledged when it was made,
@@ -173,20 +175,56 @@ class Coordinator:
 
     # --- sync queues that outlive their slaves (quorum queues on a cluster) ----------------------
 
-    async def register_sync_queue(self, worker_id: str) -> None:
-        with contextlib.suppress(NodeExistsError):
-            await asyncio.to_thread(self._zk.create, f"{self.root}/sync-queues/{worker_id}",
-                                    b"", makepath=True)
-
-    async def sync_queue_owners(self) -> list[str]:
+    async def register_sync_queue(self, worker_id: str, queue: str) -> None:
+        path = f"{self.root}/sync-queues/{worker_id}"
         try:
-            return await asyncio.to_thread(self._zk.get_children, f"{self.root}/sync-queues")
+            await asyncio.to_thread(self._zk.create, path, queue.encode(), makepath=True)
+        except NodeExistsError:
+            await asyncio.to_thread(self._zk.set, path, queue.encode())
+
+    async def sync_queues(self) -> dict[str, str]:
+        """The durable sync queue of each slave that registered one: worker id -> queue."""
+        return await asyncio.to_thread(self._sync_queues_blocking)
+
+    def _sync_queues_blocking(self) -> dict[str, str]:
+        out = {}
+        try:
+            owners = self._zk.get_children(f"{self.root}/sync-queues")
         except NoNodeError:
-            return []
+            return {}
+        for owner in owners:
+            with contextlib.suppress(NoNodeError):
+                out[owner] = self._zk.get(f"{self.root}/sync-queues/{owner}")[0].decode()
+        return out
 
     async def forget_sync_queue(self, worker_id: str) -> None:
         with contextlib.suppress(NoNodeError):
             await asyncio.to_thread(self._zk.delete, f"{self.root}/sync-queues/{worker_id}")
+
+    # --- slaves a master could not replicate to -------------------------------------------------
+
+    async def mark_behind(self, worker_id: str) -> None:
+        """This slave missed a batch the master committed: never elect it until it has reloaded
+        a copy (it clears the mark then). Made before the batch is acknowledged."""
+        with contextlib.suppress(NodeExistsError):
+            await asyncio.to_thread(self._zk.create, f"{self.root}/behind/{worker_id}", b"",
+                                    makepath=True)
+
+    async def clear_behind(self, worker_id: str) -> None:
+        with contextlib.suppress(NoNodeError):
+            await asyncio.to_thread(self._zk.delete, f"{self.root}/behind/{worker_id}")
+
+    async def behind(self) -> set[str]:
+        try:
+            return set(await asyncio.to_thread(self._zk.get_children, f"{self.root}/behind"))
+        except NoNodeError:
+            return set()
+
+    def watch_behind(self, worker_id: str, callback: Callable[[bool], None]) -> None:
+        """``callback(True)`` on the loop when the master marks this slave behind."""
+        notify = self._threadsafe(callback)
+        self._zk.DataWatch(f"{self.root}/behind/{worker_id}",
+                           lambda data, stat: notify(stat is not None))
 
     # --- the newest acknowledged write -----------------------------------------------------------
 

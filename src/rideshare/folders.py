@@ -9,6 +9,7 @@ the same for that clone.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import hashlib
 import os
@@ -87,3 +88,15 @@ def reachable_folder(run_dir: Path, name: str, users: list[ServiceUser]) -> Path
     resolved = run_dir.resolve()
     digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
     return SHARED_ROOT / f"{resolved.parent.name[:24]}-{digest}" / name
+
+
+def remove_folder(path: Path) -> None:
+    """Remove ``path``; when it lay under ``/var/lib/rideshare/<folder>-<hash>`` and that is
+    now empty, remove that too, so that test runs leave nothing behind."""
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+    parent = path.parent
+    if parent.parent == SHARED_ROOT:
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when empty

@@ -100,10 +100,14 @@ async def connect(urls: list[str] | str, name: str,
         try:
             await connection.connect(timeout=15)
             return connection
-        except (*AMQP_ERRORS, OSError, TimeoutError) as exc:
+        except asyncio.CancelledError as exc:  # aiormq's, when a node drops the handshake
+            if not cancelled_under_us():
+                raise
             last = exc
-            with contextlib.suppress(Exception):
-                await connection.close()
+        except Exception as exc:  # noqa: BLE001 - that node does not answer: the next one
+            last = exc
+        with contextlib.suppress(Exception):
+            await connection.close()
     raise ConnectionError(f"no broker node answered ({listed}): {last!r}")
 
 
@@ -130,19 +134,39 @@ async def declare(channel: AbstractChannel, prefix: str, quorum: bool = False,
     return Topology(write_queue, read_queue, sync_exchange, names, quorum)
 
 
-def sync_queue_name(names: dict[str, str], worker_id: str) -> str:
-    return f"{names['sync']}.{worker_id}"
+def sync_queue_name(names: dict[str, str], worker_id: str, generation: int = 0) -> str:
+    return f"{names['sync']}.{worker_id}" + (f".{generation}" if generation else "")
+
+
+async def unbind_sync_queue(channel: AbstractChannel, topology: Topology, name: str) -> None:
+    """Take a sync queue off the fanout, so that it no longer refuses the master's batches."""
+    queue = await channel.get_queue(name, ensure=False)
+    await asyncio.wait_for(queue.unbind(topology.names["sync"]), SEND_TIMEOUT_S)
+
+
+async def drop_sync_queue(channel: AbstractChannel, topology: Topology, name: str) -> None:
+    """Unbind, then delete: a quorum queue deleted while one of its nodes is down may linger,
+    and a lingering queue still bound to the fanout would refuse every batch."""
+    try:
+        await unbind_sync_queue(channel, topology, name)
+    except (*AMQP_ERRORS, TimeoutError) as exc:
+        log.warning("unbinding the sync queue %s: %r", name, exc)
+    try:
+        queue = await channel.get_queue(name, ensure=False)
+        await asyncio.wait_for(queue.delete(if_unused=False, if_empty=False), SEND_TIMEOUT_S)
+    except (*AMQP_ERRORS, TimeoutError) as exc:
+        log.warning("deleting the sync queue %s: %r", name, exc)
 
 
 async def declare_sync_queue(channel: AbstractChannel, topology: Topology, worker_id: str,
-                             max_length: int) -> AbstractQueue:
+                             max_length: int, generation: int = 0) -> AbstractQueue:
     """A slave's sync queue, bound to the fanout. Bounded: beyond ``max_length`` batches the
     oldest go (never reject-publish, which would refuse the master's fanout publish to every
     slave); the slave then finds a gap in the log and reloads a copy. On a single node it is
     exclusive (it dies with the slave's connection); on a cluster, a durable quorum queue that the
     orchestrator deletes once its slave is gone."""
     bound = {"x-max-length": max_length, "x-overflow": "drop-head"}
-    name = sync_queue_name(topology.names, worker_id)
+    name = sync_queue_name(topology.names, worker_id, generation)
     if topology.quorum:
         queue = await channel.declare_queue(name, durable=True,
                                             arguments=queue_arguments(True, **bound))

@@ -4,8 +4,8 @@ restart them freely. Every node is behind a fault-injecting proxy."""
 
 from __future__ import annotations
 
+import os
 import random
-import shutil
 from pathlib import Path
 
 from rideshare.infra.local import LocalInfra, Ports
@@ -15,31 +15,10 @@ from tests.campaign.proxy import FaultProxy
 from tests.support import free_port
 
 
-def free_ports(nodes: int) -> Ports:
-    """Bases such that base + 1 .. base + nodes are free ports (checked one by one)."""
-    def base() -> int:
-        while True:
-            start = free_port()
-            if start + nodes < 65000 and all(port_free(start + i) for i in range(1, nodes + 1)):
-                return start
-    return Ports(base(), base(), base(), base(), base())
-
-
-def port_free(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 class CampaignInfra:
     def __init__(self, run_dir: Path, name: str, nodes: int = 1) -> None:
         self.nodes = nodes
-        self.local = LocalInfra(run_dir / "infra-state", free_ports(nodes), f"rs-{name}")
+        self.local = LocalInfra(run_dir / "infra-state", Ports.free(nodes), f"rs-{name}")
         self._state: dict[str, object] = {}
         self.amqp_proxies: list[FaultProxy] = []
         self.zk_proxies: list[FaultProxy] = []
@@ -73,11 +52,12 @@ class CampaignInfra:
             except Exception as exc:  # noqa: BLE001 - stop the rest anyway
                 print(f"stopping a proxy: {exc!r}")
         try:
-            self.local.down()
+            if os.environ.get("RIDESHARE_KEEP_INFRA"):
+                self.local.down()
+            else:
+                self.local.destroy()
         except Exception as exc:  # noqa: BLE001
             print(f"stopping campaign infrastructure: {exc!r}")
-        if self._state:
-            shutil.rmtree(self.base, ignore_errors=True)
 
     def env(self) -> dict[str, str]:
         """What the campaign's stack is given: everything goes through the proxies."""

@@ -94,9 +94,13 @@ def run_campaign(duration_s: float, seed: int, run_dir: Path, log: bool = True,
                     fault.note += " the cluster did not become whole again within 90 s"
                 if log:
                     print(f"[{time.monotonic() - started:6.0f} s] {fault.kind:<18} "
-                          f"{fault.target:<40} recovered in {fault.recovered_in}", flush=True)
+                          f"{fault.target:<40} recovered in {fault.recovered_in} {fault.note}",
+                          flush=True)
             time.sleep(2)
-        wait_until(lambda: copies_agree(stack), 120, "every copy holds the same data")
+        try:  # copies that still differ then are the checker's to report
+            wait_until(lambda: copies_agree(stack), 120, "every copy holds the same data")
+        except AssertionError:
+            pass
         verdict = check(stack, workload.history, nemesis.faults)
         return Result(seed, time.monotonic() - started, nemesis.faults, verdict)
     except BaseException:

@@ -63,7 +63,8 @@ class Workload:
         self.stack, self.history = stack, History()
         self.random = random.Random(seed)
         self.writers, self.public_clients = writers, public_clients
-        self._next_key = 20_000_000
+        self.seed = seed
+        self._next_key = 20_000_000 + seed * 1_000_000  # workloads on one stack never meet
         self._stop = threading.Event()
 
     def prepare(self) -> None:
@@ -163,7 +164,7 @@ class Workload:
         count = 0
         while not self._stop.is_set():
             count += 1
-            name = f"pub-{n}-{count}"
+            name = f"pub-{self.seed}-{n}-{count}"
             outcome = "unknown"
             give_up = time.monotonic() + WRITE_PATIENCE_S
             while time.monotonic() < give_up:

@@ -63,7 +63,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
             await server.prepare()
             await server.start()
             stores.append(await Store.open(server.dsn))
-        connection = await aio_pika.connect_robust(settings.amqp_url)
+        connection = await aio_pika.connect_robust(settings.amqp_url_list[0])
         yield {"settings": settings, "servers": made, "master": stores[0], "slave": stores[1],
                "connection": connection}
         await connection.close()

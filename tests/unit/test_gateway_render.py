@@ -158,7 +158,8 @@ def test_routing(gateway: str, path: str, upstream: str) -> None:
     ["/api/v1/db/clear", "/api/v1/db/write", "/api/v1/db", "/api/v1/crash/master",
      "/api/v1/worker/list", "/api/v1/users/../db/clear", "/api/v1/rides/%2e%2e/db/read",
      "/api/v1/rides/..%2Fdb%2Fclear", "/api/v1//db/clear", "/metrics", "/dashboard",
-     "/dashboard/events", "/api/v1/cluster", "/api/v1/cluster/history", "/api/v1/users/../../metrics"],
+     "/dashboard/events", "/api/v1/cluster", "/api/v1/cluster/history", "/api/v1/users/../../metrics",
+     "/api/v1/users/../../../metrics", "/api/v1/rides/../dashboard"],
 )
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_admin_paths_are_refused_with_json(gateway: str, path: str, method: str) -> None:

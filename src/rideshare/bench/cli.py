@@ -39,6 +39,10 @@ def bench(
         DEFAULT_PG_DSN,
     results_dir: Annotated[Path | None, typer.Option(
         help="where the JSON goes (default: bench/results)")] = None,
+    infra: Annotated[str, typer.Option(
+        help="single: the machine's RabbitMQ and ZooKeeper; 3-node: a 3-node RabbitMQ cluster "
+             "(quorum queues) and ZooKeeper ensemble started for the run; both: one after the "
+             "other, side by side in one table (implies --start-stack)")] = "single",
 ) -> None:
     """Benchmark the public API through the gateway next to the same work done directly on
     PostgreSQL; print tables, write JSON to bench/results/."""
@@ -47,7 +51,7 @@ def bench(
     code = run(gateway=gateway, orchestrator=orchestrator, clients=clients, duration=duration,
                max_requests=max_requests, scenarios=scenarios, run_dir=run_dir,
                start_stack=start_stack, keep_data=keep_data, pg_dsn=pg_dsn,
-               results_dir=results_dir)
+               results_dir=results_dir, infra=infra)
     if code:
         raise typer.Exit(code)
 

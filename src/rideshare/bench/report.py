@@ -173,13 +173,19 @@ def markdown(data: TableData) -> str:
 
 
 def tables_for(document: dict[str, Any]) -> list[TableData]:
-    """Every table of a saved run, as printed at the end of that run."""
+    """Every table of a saved run, as printed at the end of that run; a run on both kinds of
+    infrastructure starts with the two side by side."""
     cells = document["cells"]
     bench = document["benchmark"]
     pcts = (50, 99) if bench == "dbaas" else (50, 90, 99)
-    out = [comparison(cells, f"{bench}: RideShare vs direct PostgreSQL", pcts,
-                      errors=bench != "dbaas"),
-           cpu_table(cells, "CPU share per process group (% of one core)")]
+    kinds = list(dict.fromkeys(cell.get("infra", "single") for cell in cells))
+    out = [infra_table(cells, kinds)] if len(kinds) > 1 else []
+    for kind in kinds:
+        mine = [cell for cell in cells if cell.get("infra", "single") == kind]
+        on = f", on {kind} infrastructure" if len(kinds) > 1 else ""
+        out += [comparison(mine, f"{bench}: RideShare vs direct PostgreSQL{on}", pcts,
+                           errors=bench != "dbaas"),
+                cpu_table(mine, f"CPU share per process group (% of one core){on}")]
     errors = errors_table(cells)
     if errors:
         out.append(errors)
@@ -187,6 +193,32 @@ def tables_for(document: dict[str, Any]) -> list[TableData]:
     if warning:
         out[-1].note += "\n\n" + warning
     return out
+
+
+def infra_table(cells: list[dict[str, Any]], kinds: list[str]) -> TableData:
+    """RideShare's cells on each kind of infrastructure, side by side: the price of
+    replication (quorum queues, a ZooKeeper ensemble) in throughput and latency."""
+    found = {(c["infra"], c["scenario"], c["clients"]): c for c in cells
+             if c["system"] == "rideshare"}
+    order = list(dict.fromkeys((c["scenario"], c["clients"]) for c in cells))
+    headers = ["scenario", "clients"]
+    for kind in kinds:
+        headers += [f"{kind} req/s", "p50 ms", "p99 ms"]
+    headers.append(f"ratio {kinds[-1]}/{kinds[0]}")
+    rows = []
+    for scenario, clients in order:
+        row = [scenario, str(clients)]
+        rates = []
+        for kind in kinds:
+            summary = found.get((kind, scenario, clients), {}).get("summary", {})
+            rates.append(summary.get("rps"))
+            row += [fmt_rate(summary.get("rps")), fmt_ms(summary.get("p50_ms")),
+                    fmt_ms(summary.get("p99_ms"))]
+        row.append(fmt_ratio(rates[-1], rates[0]))
+        rows.append(row)
+    note = ("The same workload through the gateway on each infrastructure, one after the other in "
+            "one invocation. ratio: req/s on the last / req/s on the first.")
+    return TableData("rideshare on single-node vs 3-node infrastructure", headers, rows, note)
 
 
 class CellProgress:

@@ -143,16 +143,15 @@ class OwnStack:
 async def remove_names(s: Settings) -> None:
     """Delete the queues and exchanges, the ZooKeeper subtree and the workers' copies of the
     stack that ``s`` describes."""
-    import shutil
-
     import aio_pika
     from kazoo.client import KazooClient
 
+    from rideshare.folders import remove_folder
     from rideshare.protocol import queue_names
     from rideshare.worker.pgserver import copy_dirs, data_root, remove_copy
 
     with contextlib.suppress(Exception):
-        connection = await aio_pika.connect(s.amqp_url, timeout=10)
+        connection = await aio_pika.connect(s.amqp_url_list[0], timeout=10)
         async with connection:
             for name in queue_names(s.queue_prefix).values():
                 for delete in ("queue_delete", "exchange_delete"):
@@ -169,4 +168,4 @@ async def remove_names(s: Settings) -> None:
     root = data_root(s)
     for copy in copy_dirs(root):
         remove_copy(copy)
-    shutil.rmtree(root, ignore_errors=True)
+    remove_folder(root)

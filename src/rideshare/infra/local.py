@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import secrets
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rideshare.folders import ServiceUser, reachable_folder
+from rideshare.folders import ServiceUser, reachable_folder, remove_folder
 from rideshare.infra.process import port_answers, read_pid
 from rideshare.infra.rabbitmq import RabbitNode, service_user
 from rideshare.infra.zookeeper import ZkServer
@@ -34,6 +35,33 @@ class Ports:
     zookeeper: int = 2190
     quorum: int = 2890
     election: int = 3890
+
+    @classmethod
+    def free(cls, nodes: int) -> Ports:
+        """Bases such that base + 1 .. base + nodes are free ports on loopback, for a cluster
+        beside any other (tests, benchmarks)."""
+        def base() -> int:
+            while True:
+                start = _free_port()
+                if start + nodes < 65000 and all(_port_free(start + i)
+                                                 for i in range(1, nodes + 1)):
+                    return start
+        return cls(base(), base(), base(), base(), base())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
 
 
 @dataclass
@@ -122,6 +150,15 @@ class LocalInfra:
             node.stop()
         for server in self.zk_servers(state):
             server.stop()
+
+    def destroy(self) -> None:
+        """``down``, then remove every node's data and the state: nothing of it is left."""
+        state = self._state()
+        self.down()
+        if state is not None:
+            remove_folder(Path(state["data"]))
+        remove_folder(self.state_file.parent)
+        self.env_file.unlink(missing_ok=True)
 
     def status(self) -> dict[str, Any]:
         state = self._state()

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
+from rideshare.logs import configure as configure_logs
 from rideshare.messaging import uses_quorum_queues
 from rideshare.orchestrator.cluster import Cluster
 from rideshare.orchestrator.rpc import Rpc, RpcTimeout, RpcUnavailable, StaleEpoch
@@ -55,6 +56,7 @@ def _decode(raw: bytes) -> Any:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logs("orchestrator")
     rpc = Rpc(settings.amqp_url_list, settings.queue_prefix, settings.write_timeout_s,
               settings.read_timeout_s,
               uses_quorum_queues(settings.quorum_queues, settings.amqp_url_list),

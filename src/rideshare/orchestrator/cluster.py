@@ -17,7 +17,6 @@ from typing import Any
 
 from rideshare.config import Settings
 from rideshare.dcs import Coordinator, Epoch
-from rideshare.messaging import sync_queue_name
 from rideshare.orchestrator.adoption import choose_copy
 from rideshare.orchestrator.planning import Observed, plan
 from rideshare.orchestrator.rpc import Rpc
@@ -159,10 +158,12 @@ class Cluster:
         if acked != self._recorded_acked:
             await self.dcs.record_acked(*acked)
             self._recorded_acked = acked
+        behind = await self.dcs.behind() if self.rpc.quorum else set()
         seen = Observed(alive, {w: i["role"] for w, i in self.znodes.items()},
                         self.epoch, frozenset(self.retiring), self.desired_slaves,
                         frozenset(self._registered),
-                        frozenset(w for w, i in self.znodes.items() if i.get("suspect")))
+                        frozenset(w for w, i in self.znodes.items() if i.get("suspect"))
+                        | frozenset(behind))
         todo = plan(seen)
         for worker_id in todo.kill:
             if self.settings.kill_lost_workers:
@@ -259,15 +260,15 @@ class Cluster:
     async def _delete_gone_sync_queues(self, alive: dict[str, WorkerHandle]) -> None:
         """On a cluster a slave's sync queue outlives it (a durable quorum queue): once the slave
         is gone, its queue goes, or it would fill with every batch, to its bound, for ever."""
-        for owner in await self.dcs.sync_queue_owners():
+        for owner, queue in (await self.dcs.sync_queues()).items():
             if owner not in alive and owner not in self.znodes:
                 try:
-                    await self.rpc.delete_queue(
-                        sync_queue_name(self.rpc.topology.names, owner))
+                    await self.rpc.drop_sync_queue(queue)
                 except Exception as exc:  # noqa: BLE001 - the broker is away: next time
                     log.warning("could not delete the sync queue of %s: %r", owner, exc)
                     return
                 await self.dcs.forget_sync_queue(owner)
+                await self.dcs.clear_behind(owner)
                 log.info("deleted the sync queue of %s, which is gone", owner)
 
     async def _drop_dead_copies(self) -> None:

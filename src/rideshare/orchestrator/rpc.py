@@ -21,7 +21,7 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 
-from rideshare.messaging import Topology, connect, declare, message
+from rideshare.messaging import Topology, connect, declare, drop_sync_queue, message
 from rideshare.protocol import (
     KIND_POSITION,
     KIND_WRITES,
@@ -140,12 +140,12 @@ class Rpc:
         await replies.purge()  # replies meant for an earlier orchestrator process
         await replies.consume(self._on_reply, no_ack=True)
 
-    async def delete_queue(self, name: str) -> None:
-        """Delete a queue (a gone slave's sync queue); gone already is fine."""
+    async def drop_sync_queue(self, name: str) -> None:
+        """Unbind and delete a gone slave's sync queue; gone already is fine."""
         assert self.connection is not None
         channel = await self.connection.channel()
         try:
-            await asyncio.wait_for(channel.queue_delete(name), 10)
+            await drop_sync_queue(channel, self.topology, name)
         finally:
             with contextlib.suppress(Exception):
                 await channel.close()

@@ -18,11 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from typing import Any
 
+import aio_pika
 import orjson
 import psycopg
 from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelAccessRefused
 
 from rideshare.messages import (
@@ -41,6 +44,7 @@ from rideshare.messaging import (
     message,
     reply,
     settle,
+    unbind_sync_queue,
     write_queue_arguments,
 )
 from rideshare.protocol import PROTOCOL_VERSION
@@ -294,6 +298,36 @@ class MasterRole:
             self._last_forget_at = now
         return entries
 
+    async def _replicate_one_by_one(self, batch: dict[str, Any]) -> bool:
+        """The batch to each slave's queue on its own; a slave whose queue refuses it is marked
+        behind in ZooKeeper (never elected until it reloads a copy into a fresh queue) and its
+        queue unbound. True when every slave either has the batch or is marked behind."""
+        queues = {w: q for w, q in (await self.ctx.dcs.sync_queues()).items()
+                  if w != self.ctx.worker_id}
+        behind = await self.ctx.dcs.behind()
+
+        async def send(queue: str) -> bool:
+            try:
+                confirmed = await asyncio.wait_for(self._sync_channel.default_exchange.publish(
+                    message(batch, persistent=True, message_id=uuid.uuid4().hex),
+                    routing_key=queue, mandatory=True), 5)
+                return not isinstance(confirmed, DeliveredMessage)  # returned: no such queue
+            except (*AMQP_ERRORS, TimeoutError) as exc:
+                log.warning("the sync queue %s refused a batch: %r", queue, exc)
+                return False
+
+        targets = {w: q for w, q in queues.items() if w not in behind}
+        sent = await asyncio.gather(*(send(q) for q in targets.values()))
+        for (worker_id, queue), ok in zip(targets.items(), sent, strict=True):
+            if not ok:
+                await self.ctx.dcs.mark_behind(worker_id)
+                log.warning("slave %s is behind: it reloads a copy before it may lead", worker_id)
+                try:
+                    await unbind_sync_queue(self._sync_channel, self.topology, queue)
+                except (*AMQP_ERRORS, TimeoutError) as exc:
+                    log.warning("could not unbind %s (its slave unbinds it): %r", queue, exc)
+        return True
+
     async def _replicate(self, batch: dict[str, Any]) -> None:
         """Publish a committed batch to every slave, confirmed, before anyone is answered.
 
@@ -306,6 +340,15 @@ class MasterRole:
                 await asyncio.wait_for(self.topology.sync_exchange.publish(
                     message(batch, persistent=True), routing_key="", mandatory=False), 5)
                 return
+            except aio_pika.exceptions.DeliveryError as exc:
+                # One slave's queue refused it (a quorum queue without a quorum of its nodes):
+                # the others must not wait on it (docs/architecture.md, "Replication").
+                if self.ctx.quorum and await self._replicate_one_by_one(batch):
+                    return
+                if time.monotonic() > deadline:
+                    raise Fatal(f"a committed batch could not be replicated: {exc!r}") from exc
+                log.warning("replicating a batch failed (%r); trying again", exc)
+                await asyncio.sleep(0.2)
             except (*AMQP_ERRORS, TimeoutError, asyncio.CancelledError) as exc:
                 if isinstance(exc, asyncio.CancelledError) and not cancelled_under_us():
                     raise

@@ -24,6 +24,7 @@ from rideshare.messaging import (
     AMQP_ERRORS,
     declare,
     declare_sync_queue,
+    drop_sync_queue,
     message,
     queue_arguments,
     reply,
@@ -39,6 +40,7 @@ from rideshare.worker.store import Store
 log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
 RESYNC = object()  # put in the inbox: reload a copy before anything else
+FRESH_QUEUE = object()  # the same, into a fresh sync queue (the old one refused a batch)
 
 
 class SlaveRole:
@@ -55,6 +57,7 @@ class SlaveRole:
         self._serving = False
         self.reads_served = 0
         self.suspect = False  # our copy may miss entries: never promote us (see module doc)
+        self.behind = False  # the master marked us behind: the same, until a fresh copy
 
     async def start(self) -> None:
         settings, connection = self.ctx.settings, self.ctx.connection
@@ -62,12 +65,10 @@ class SlaveRole:
         await self._sync_channel.set_qos(prefetch_count=64)
         self.topology = await declare(self._sync_channel, settings.queue_prefix,
                                       self.ctx.quorum, settings.dead_letter_max_length)
-        if self.ctx.quorum:  # it outlives us: the orchestrator deletes it once we are gone
-            await self.ctx.dcs.register_sync_queue(self.ctx.worker_id)
-        self._sync_queue: AbstractQueue = await declare_sync_queue(
-            self._sync_channel, self.topology, self.ctx.worker_id,
-            settings.sync_queue_max_length)
-        await self._sync_queue.consume(self._deliver)
+        self._generation = 0
+        self._sync_queue: AbstractQueue = await self._fresh_sync_queue()
+        if self.ctx.quorum:  # the master may mark us behind (a batch our queue refused)
+            self.ctx.dcs.watch_behind(self.ctx.worker_id, self._on_marked_behind)
         connection.close_callbacks.add(self._on_broker_lost)
         connection.reconnect_callbacks.add(self._on_broker_back)
         await self._load_copy()
@@ -88,6 +89,24 @@ class SlaveRole:
     @property
     def applied(self) -> int:
         return self.waiters.applied
+
+    async def _fresh_sync_queue(self) -> AbstractQueue:
+        """A sync queue bound to the fanout, consumed. On a cluster it is a durable quorum queue
+        that outlives us: registered in ZooKeeper, so that the orchestrator deletes it once we
+        are gone and the master can reach it on its own."""
+        queue = await declare_sync_queue(self._sync_channel, self.topology, self.ctx.worker_id,
+                                         self.ctx.settings.sync_queue_max_length,
+                                         self._generation)
+        if self.ctx.quorum:
+            await self.ctx.dcs.register_sync_queue(self.ctx.worker_id, queue.name)
+        await queue.consume(self._deliver)
+        return queue
+
+    def _on_marked_behind(self, marked: bool) -> None:
+        if marked and not self.behind:
+            log.warning("the master marked us behind: reloading a copy into a fresh queue")
+            self.behind = True
+            self._inbox.put_nowait(FRESH_QUEUE)
 
     async def _deliver(self, incoming: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(incoming)
@@ -134,6 +153,17 @@ class SlaveRole:
         log.info("loaded a copy at log position %s (%.1f MiB in %.1f s)", snapshot.position,
                  snapshot.bytes / (1 << 20), snapshot.seconds)
 
+    async def _reload_into_a_fresh_queue(self) -> None:
+        await self.leave_reads()
+        old = self._sync_queue
+        self._generation += 1
+        self._sync_queue = await self._fresh_sync_queue()  # bound before the copy is asked for
+        await drop_sync_queue(self._sync_channel, self.topology, old.name)
+        await self._load_copy()
+        await self.ctx.dcs.clear_behind(self.ctx.worker_id)
+        self.behind = False
+        await self._join_reads()
+
     async def _reload(self, why: str) -> None:
         log.warning("%s: reloading a copy", why)
         await self.leave_reads()
@@ -145,6 +175,9 @@ class SlaveRole:
             incoming = await self._inbox.get()
             if incoming is RESYNC:
                 await self._reload("reconnected to the broker")
+                continue
+            if incoming is FRESH_QUEUE:
+                await self._reload_into_a_fresh_queue()
                 continue
             try:
                 batch = decode_sync_queue(incoming.body)
@@ -274,8 +307,10 @@ class SlaveRole:
             self._apply_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._apply_task
-        with contextlib.suppress(Exception):
-            await self._sync_queue.delete(if_unused=False, if_empty=False)
+        await drop_sync_queue(self._sync_channel, self.topology, self._sync_queue.name)
+        if self.ctx.quorum:
+            with contextlib.suppress(Exception):
+                await self.ctx.dcs.forget_sync_queue(self.ctx.worker_id)
         with contextlib.suppress(Exception):
             await self._sync_channel.close()
         with contextlib.suppress(Exception):

@@ -69,7 +69,7 @@ class Worker:
                 "log_position": self.ctx.log.position, "epoch": self.ctx.log.epoch,
                 "started_at": self.started_at, "ready": self.role_name != "starting",
                 "reads_served": slave.reads_served if slave else 0,
-                "suspect": bool(slave and slave.suspect)}
+                "suspect": bool(slave and (slave.suspect or slave.behind))}
 
     async def publish_state(self) -> None:
         info = self.info()
@@ -132,8 +132,9 @@ class Worker:
                 raise Fatal(f"deposed: epoch {epoch.number} names {epoch.master}")
 
     async def _take_over(self, slave: SlaveRole, epoch: Epoch) -> None:
-        if slave.suspect:
-            raise Fatal("elected, but our copy may miss entries since the broker dropped us")
+        if slave.suspect or slave.behind:
+            raise Fatal("elected, but our copy may miss entries (the broker dropped us, or the "
+                        "master could not replicate to us)")
         log.info("elected master of epoch %s", epoch.number)
         await slave.leave_reads()
         await slave.drain()
