@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,15 +19,11 @@ from typing import Any, TypeVar
 
 import httpx
 
+from rideshare.localhost import free_port
+
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 RIDESHARE = [sys.executable, "-m", "rideshare.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check: Callable[[], T], timeout_s: float, what: str, every_s: float = 0.1) -> T:

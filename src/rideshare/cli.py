@@ -37,7 +37,7 @@ def up(detach: Annotated[bool, typer.Option("--detach", "-d",
     """Start gateway, services, orchestrator and the first workers."""
     settings = get_settings()
     state = read_state(settings)
-    if state and _alive(int(state["supervisor_pid"])):  # type: ignore[arg-type]
+    if state and _alive(int(state["supervisor_pid"])):
         console.print(f"RideShare is already up (supervisor pid {state['supervisor_pid']}).")
         raise typer.Exit(0)
     if detach:
@@ -85,10 +85,10 @@ def down(timeout: float = 60.0) -> None:
     """Stop everything ``up`` started; the data stays."""
     settings = get_settings()
     state = read_state(settings)
-    if not state or not _alive(int(state["supervisor_pid"])):  # type: ignore[arg-type]
+    if not state or not _alive(int(state["supervisor_pid"])):
         console.print("RideShare is not running.")
         return
-    pid = int(state["supervisor_pid"])  # type: ignore[arg-type]
+    pid = int(state["supervisor_pid"])
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while _alive(pid) and time.monotonic() < deadline:
@@ -112,7 +112,7 @@ def status() -> None:
         parts = Table(title="parts")
         for column in ("part", "pid", "port"):
             parts.add_column(column)
-        for name, info in state["parts"].items():  # type: ignore[union-attr]
+        for name, info in state["parts"].items():
             parts.add_row(name, str(info["pid"]), str(info["port"]))
         console.print(parts)
     try:

@@ -82,7 +82,8 @@ class DBClient:
             raise DBUnavailable(f"The orchestrator could not be reached: {exc!r}") from exc
         if status != 200:
             raise _error_for(status, content)
-        return orjson.loads(content)
+        answer: dict[str, Any] = orjson.loads(content)
+        return answer
     async def write(self, ops: list[dict[str, Any]], write_id: str | None = None) -> dict[str, Any]:
         """Apply ``ops`` atomically. Returns ``{"position": p, "results": [{"rowcount": n,
         "generated": {...}}, ...]}``. With ``write_id``, a repeat returns the first result."""
@@ -97,7 +98,9 @@ class DBClient:
 
     async def read_many(self, queries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Several queries answered from one consistent snapshot."""
-        return (await self._post("/api/v1/db/read", {"queries": queries}))["results"]
+        results: list[dict[str, Any]] = (
+            await self._post("/api/v1/db/read", {"queries": queries}))["results"]
+        return results
 
     async def clear(self) -> None:
         await self._post("/api/v1/db/clear", {})

@@ -18,11 +18,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
 
 from rideshare.config import Settings
+from rideshare.localhost import read_json_object
 
 log = logging.getLogger("rideshare.launcher")
 
@@ -173,8 +175,5 @@ class Stack:
                 proc.kill()
 
 
-def read_state(settings: Settings) -> dict[str, object] | None:
-    try:
-        return json.loads((settings.run_dir / "stack.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def read_state(settings: Settings) -> dict[str, Any] | None:
+    return read_json_object(settings.run_dir / "stack.json")

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 AMQP_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException, ConnectionError,
     RuntimeError)
+#: The same, or a send given up after its bound.
+SEND_ERRORS: tuple[type[BaseException], ...] = (*AMQP_ERRORS, TimeoutError)
 
 
 RECONNECT_INTERVAL_S = 1.0  # a broker back from a restart is found within a second
@@ -149,12 +151,12 @@ async def drop_sync_queue(channel: AbstractChannel, topology: Topology, name: st
     and a lingering queue still bound to the fanout would refuse every batch."""
     try:
         await unbind_sync_queue(channel, topology, name)
-    except (*AMQP_ERRORS, TimeoutError) as exc:
+    except SEND_ERRORS as exc:
         log.warning("unbinding the sync queue %s: %r", name, exc)
     try:
         queue = await channel.get_queue(name, ensure=False)
         await asyncio.wait_for(queue.delete(if_unused=False, if_empty=False), SEND_TIMEOUT_S)
-    except (*AMQP_ERRORS, TimeoutError) as exc:
+    except SEND_ERRORS as exc:
         log.warning("deleting the sync queue %s: %r", name, exc)
 
 
@@ -165,7 +167,7 @@ async def declare_sync_queue(channel: AbstractChannel, topology: Topology, worke
     slave); the slave then finds a gap in the log and reloads a copy. On a single node it is
     exclusive (it dies with the slave's connection); on a cluster, a durable quorum queue that the
     orchestrator deletes once its slave is gone."""
-    bound = {"x-max-length": max_length, "x-overflow": "drop-head"}
+    bound: dict[str, Any] = {"x-max-length": max_length, "x-overflow": "drop-head"}
     name = sync_queue_name(topology.names, worker_id, generation)
     if topology.quorum:
         queue = await channel.declare_queue(name, durable=True,
@@ -201,7 +203,7 @@ async def reply(channel: AbstractChannel, request: AbstractIncomingMessage,
         await asyncio.wait_for(channel.default_exchange.publish(
             message(body, correlation_id=request.correlation_id), routing_key=request.reply_to,
             mandatory=False), SEND_TIMEOUT_S)
-    except (*AMQP_ERRORS, TimeoutError) as exc:  # the asker times out, retries with the same id
+    except SEND_ERRORS as exc:  # the asker times out, retries with the same id
         log.warning("a reply was lost with the connection: %r", exc)
     except asyncio.CancelledError:
         if not cancelled_under_us():
@@ -213,7 +215,7 @@ async def settle(incoming: AbstractIncomingMessage, multiple: bool = False) -> N
     """Ack; if the channel is gone, the broker redelivers and the write id makes that safe."""
     try:
         await asyncio.wait_for(incoming.ack(multiple=multiple), SEND_TIMEOUT_S)
-    except (*AMQP_ERRORS, TimeoutError) as exc:
+    except SEND_ERRORS as exc:
         log.warning("an ack was lost with the connection: %r", exc)
     except asyncio.CancelledError:
         if not cancelled_under_us():

@@ -21,16 +21,11 @@ import pytest
 
 from rideshare.config import Settings
 from rideshare.gateway.render import nginx_binary, nginx_command, render_config, render_text
+from rideshare.localhost import free_port
 
 pytestmark = pytest.mark.skipif(
     not Path(nginx_binary()).exists(), reason="nginx is not installed"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _Echo(BaseHTTPRequestHandler):

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,14 +26,9 @@ from typing import Any
 from rich.console import Console
 
 from rideshare.config import Settings
+from rideshare.localhost import free_port, read_json_object
 
 CLI = [sys.executable, "-m", "rideshare.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -74,14 +67,12 @@ class OwnStack:
     @property
     def settings(self) -> Settings:
         """This stack's names and servers (for cleanup), as its processes see them."""
-        return Settings(**{k.removeprefix("RIDESHARE_").lower(): v for k, v in self.env.items()
-                           if k.startswith("RIDESHARE_")})
+        return Settings.model_validate({k.removeprefix("RIDESHARE_").lower(): v
+                                        for k, v in self.env.items()
+                                        if k.startswith("RIDESHARE_")})
 
     def state(self) -> dict[str, Any] | None:
-        try:
-            return json.loads((self.run_dir / "stack.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return read_json_object(self.run_dir / "stack.json")
 
     def up(self, timeout_s: float = 150.0) -> None:
         """Start the stack; return once every part answers (``stack.json`` says ready)."""

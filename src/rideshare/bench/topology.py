@@ -8,7 +8,6 @@ PostgreSQL backends come from ``pg_stat_activity`` (the ones connected to its da
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import httpx
 import psycopg
 
 from rideshare.bench.cpu import children_map, pids_by_name, with_descendants
+from rideshare.localhost import read_json_object
 
 PART_ORDER = ("gateway", "users", "rides", "orchestrator")
 
@@ -26,10 +26,7 @@ PART_ORDER = ("gateway", "users", "rides", "orchestrator")
 def read_stack_json(run_dir: Path | None) -> dict[str, Any] | None:
     if run_dir is None:
         return None
-    try:
-        return json.loads((run_dir / "stack.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError, NotADirectoryError):
-        return None
+    return read_json_object(run_dir / "stack.json")
 
 
 @dataclass

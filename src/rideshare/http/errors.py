@@ -9,6 +9,7 @@ is not answering. A 500 only ever means a bug in this code; it never leaks a tra
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -55,7 +56,7 @@ def empty_response(status: int = 204) -> Response:
     return Response(status_code=status)
 
 
-def allowed_methods(app: FastAPI, scope: dict[str, Any]) -> list[str]:
+def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> list[str]:
     """Every method some route of ``app`` takes on this path, for a 405's ``Allow`` header.
 
     Starlette's own 405 names only the first route that matched the path; we register one route

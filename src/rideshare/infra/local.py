@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from rideshare.folders import ServiceUser, reachable_folder, remove_folder
 from rideshare.infra.process import port_answers, read_pid
 from rideshare.infra.rabbitmq import RabbitNode, service_user
 from rideshare.infra.zookeeper import ZkServer
+from rideshare.localhost import free_port, port_free, read_json_object
 
 
 @dataclass(frozen=True)
@@ -42,26 +42,11 @@ class Ports:
         beside any other (tests, benchmarks)."""
         def base() -> int:
             while True:
-                start = _free_port()
-                if start + nodes < 65000 and all(_port_free(start + i)
+                start = free_port()
+                if start + nodes < 65000 and all(port_free(start + i)
                                                  for i in range(1, nodes + 1)):
                     return start
         return cls(base(), base(), base(), base(), base())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 @dataclass
@@ -82,10 +67,7 @@ class LocalInfra:
         return reachable_folder(self.run_dir, "infra", [service_user(), ServiceUser.current()])
 
     def _state(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.state_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        return read_json_object(self.state_file)
 
     def rabbit_nodes(self, state: dict[str, Any]) -> list[RabbitNode]:
         data = Path(state["data"])

@@ -202,7 +202,8 @@ class Rpc:
                                  persistent=True)
         if "answers" not in reply:  # the master refused the whole message
             return [reply] * len(writes)
-        return reply["answers"]
+        answers: list[dict[str, Any]] = reply["answers"]
+        return answers
 
     async def learn_position(self) -> None:
         """Start from the master's log position, asked through writeQ so that the answer comes
@@ -245,4 +246,5 @@ class Rpc:
                                  persistent=False)
         if "answers" not in reply:  # the slave refused the whole message (it is behind)
             return [reply] * len(reads)
-        return reply["answers"]
+        answers: list[dict[str, Any]] = reply["answers"]
+        return answers

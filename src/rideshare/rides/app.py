@@ -47,11 +47,13 @@ RIDE_PATH = "/api/v1/rides/{ride_id:ride_segment}"
 
 
 def _db(request: Request) -> DBClient:
-    return request.app.state.db
+    db: DBClient = request.app.state.db
+    return db
 
 
 def _zone(request: Request) -> ZoneInfo:
-    return request.app.state.zone
+    zone: ZoneInfo = request.app.state.zone
+    return zone
 
 
 def _checked(check: Callable[..., Any], *args: Any) -> Any:
@@ -63,7 +65,8 @@ def _checked(check: Callable[..., Any], *args: Any) -> Any:
 
 
 def _ride_id(request: Request) -> int:
-    return _checked(rules.parse_ride_id, request.path_params["ride_id"])
+    ride_id: int = _checked(rules.parse_ride_id, request.path_params["ride_id"])
+    return ride_id
 
 
 def _areas(source: Any, destination: Any) -> tuple[int, int]:

@@ -24,7 +24,8 @@ SERVICE = "users"
 
 
 def _db(request: Request) -> DBClient:
-    return request.app.state.db
+    db: DBClient = request.app.state.db
+    return db
 
 
 def _checked(check: Callable[[Any], str], value: Any) -> str:

@@ -54,7 +54,7 @@ def check_username(name: Any) -> str:
     problem = username_problem(name)
     if problem is not None:
         raise RuleError(problem)
-    return name
+    return str(name)
 
 
 def check_password(password: Any) -> str:

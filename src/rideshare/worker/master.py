@@ -37,7 +37,7 @@ from rideshare.messages import (
     decode_write_queue,
 )
 from rideshare.messaging import (
-    AMQP_ERRORS,
+    SEND_ERRORS,
     Topology,
     cancelled_under_us,
     declare,
@@ -57,6 +57,8 @@ from rideshare.worker.snapshot import SnapshotSource
 log = logging.getLogger(__name__)
 REPLICATION_DEADLINE_S = 15.0
 TAKE_WRITE_QUEUE_DEADLINE_S = 60.0
+SEND_ERRORS_OR_CANCELLED: tuple[type[BaseException], ...] = (*SEND_ERRORS,
+                                                             asyncio.CancelledError)
 
 
 class _ContentError(Exception):
@@ -312,7 +314,7 @@ class MasterRole:
                     message(batch, persistent=True, message_id=uuid.uuid4().hex),
                     routing_key=queue, mandatory=True), 5)
                 return not isinstance(confirmed, DeliveredMessage)  # returned: no such queue
-            except (*AMQP_ERRORS, TimeoutError) as exc:
+            except SEND_ERRORS as exc:
                 log.warning("the sync queue %s refused a batch: %r", queue, exc)
                 return False
 
@@ -324,7 +326,7 @@ class MasterRole:
                 log.warning("slave %s is behind: it reloads a copy before it may lead", worker_id)
                 try:
                     await unbind_sync_queue(self._sync_channel, self.topology, queue)
-                except (*AMQP_ERRORS, TimeoutError) as exc:
+                except SEND_ERRORS as exc:
                     log.warning("could not unbind %s (its slave unbinds it): %r", queue, exc)
         return True
 
@@ -349,7 +351,7 @@ class MasterRole:
                     raise Fatal(f"a committed batch could not be replicated: {exc!r}") from exc
                 log.warning("replicating a batch failed (%r); trying again", exc)
                 await asyncio.sleep(0.2)
-            except (*AMQP_ERRORS, TimeoutError, asyncio.CancelledError) as exc:
+            except SEND_ERRORS_OR_CANCELLED as exc:
                 if isinstance(exc, asyncio.CancelledError) and not cancelled_under_us():
                     raise
                 if time.monotonic() > deadline:

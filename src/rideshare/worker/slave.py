@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 DRAIN_TIMEOUT_S = 30.0
 RESYNC = object()  # put in the inbox: reload a copy before anything else
 FRESH_QUEUE = object()  # the same, into a fresh sync queue (the old one refused a batch)
+COPY_ERRORS: tuple[type[BaseException], ...] = (SnapshotFailed, *AMQP_ERRORS)
 
 
 class SlaveRole:
@@ -138,7 +139,7 @@ class SlaveRole:
                     self.ctx.connection, self.topology.names["write"], self.ctx.store,
                     max(1.0, min(30.0, deadline - loop.time())))
                 break
-            except (SnapshotFailed, *AMQP_ERRORS) as exc:
+            except COPY_ERRORS as exc:
                 if loop.time() > deadline:
                     raise Fatal(f"no copy could be had: {exc}") from exc
                 log.warning("getting a copy failed (%s); asking again", exc)

@@ -71,7 +71,8 @@ def _table_ddl(table: Table) -> list[sql.Composed]:
 def _where(conditions: tuple[Condition, ...]) -> tuple[sql.Composable, list[Any]]:
     if not conditions:
         return sql.SQL(""), []
-    parts, params = [], []
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
     for c in conditions:
         if c.operator == "in":
             parts.append(sql.SQL("{} = ANY(%s)").format(sql.Identifier(c.column)))
@@ -111,8 +112,8 @@ class Store:
             for table in TABLES.values():
                 for statement in _table_ddl(table):
                     await self.conn.execute(statement)
-            for statement in _META_DDL:
-                await self.conn.execute(statement)
+            for meta in _META_DDL:
+                await self.conn.execute(meta)
 
     async def log_state(self) -> LogState:
         cur = await self.conn.execute("SELECT position, epoch FROM log_state WHERE id = 1")

@@ -106,7 +106,8 @@ class Worker:
                     self.ctx.watch(asyncio.create_task(self._heartbeat(), name="heartbeat")),
                     self.ctx.watch(asyncio.create_task(self._health(), name="db-health"))]
         stop = asyncio.create_task(self._stop.wait())
-        await asyncio.wait([stop, self._failed], return_when=asyncio.FIRST_COMPLETED)
+        waiting: list[asyncio.Future[Any]] = [stop, self._failed]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if self._failed.done():
             self._failed.result()  # raises the Fatal: main() ends the process, no cleanup
         self.ctx.stopping = True

@@ -190,8 +190,9 @@ class DockerRuntime:
         return f"{self.stack}-worker-{worker_id}"
 
     def _list(self, client: Any = None) -> list[dict[str, Any]]:
-        return (client or self._client).api.containers(
+        found: list[dict[str, Any]] = (client or self._client).api.containers(
             all=True, filters={"label": f"{LABEL_STACK}={self.stack}"})
+        return found
 
     # --- the interface -------------------------------------------------------------------------
 
