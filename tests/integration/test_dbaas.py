@@ -231,3 +231,16 @@ def test_a_value_the_database_cannot_hold_is_a_400_and_the_master_lives_on(db, s
     assert db.post("/api/v1/db/read", json={"table": "request_counts", "columns": ["count"],
                                             "where": {"service": service}}).json() == {
         "rows": [{"count": 1}]}
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/api/v1/db/nothing", 404), ("GET", "/api/v1/db/write", 405),
+    ("DELETE", "/api/v1/crash/master", 405), ("GET", "/nothing", 404)])
+def test_the_orchestrator_answers_unknown_paths_and_methods_with_a_json_error(
+        db, method, path, status):
+    response = db.request(method, path)
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("application/json")
+    assert set(response.json()) == {"error"}
+    if status == 405:
+        assert "POST" in response.headers["allow"]

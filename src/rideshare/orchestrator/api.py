@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
+from rideshare.http.errors import error_response, install_error_handlers, json_response
 from rideshare.logs import configure as configure_logs
 from rideshare.messaging import uses_quorum_queues
 from rideshare.orchestrator.cluster import Cluster
@@ -24,14 +25,6 @@ from rideshare.orchestrator.runtime.base import WorkerRuntime
 from rideshare.protocol import BadRequest, Clear, WriteRequest, parse_read, parse_write
 
 log = logging.getLogger(__name__)
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def error(status: int, sentence: str) -> Response:
-    return json_response({"error": sentence}, status)
 
 
 def make_runtime(settings: Settings) -> WorkerRuntime:
@@ -77,10 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="RideShare orchestrator", lifespan=lifespan,
                   description="The DBaaS: db/write goes to the master, db/read to the slaves.")
     app.state.cluster = cluster
+    install_error_handlers(app)  # 404, 405 and the rest as {"error": ...}, like every part
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> Response:
-        return error(400, str(exc))
+        return error_response(str(exc), 400)
 
     async def write(request: WriteRequest) -> tuple[int, Any]:
         try:
@@ -153,7 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """SIGKILL the master; a slave is elected in its place."""
         pid = cluster.crash_master()
         if pid is None:
-            return error(409, "There is no live master to crash right now; try again later.")
+            return error_response("There is no live master to crash right now; try again later.",
+                                  409)
         return json_response([pid])
 
     @app.post("/api/v1/crash/slave")
@@ -161,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """SIGKILL the slave with the highest PID; a new one replaces it."""
         pid = cluster.crash_slave()
         if pid is None:
-            return error(409, "There is no slave to crash.")
+            return error_response("There is no slave to crash.", 409)
         return json_response([pid])
 
     @app.get("/api/v1/cluster")
@@ -176,7 +171,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         desired = body.get("desired") if isinstance(body, dict) else None
         if isinstance(desired, bool) or not isinstance(desired, int) or not (
                 1 <= desired <= settings.max_slaves):
-            return error(400, f"Send {{\"desired\": n}} with n from 1 to {settings.max_slaves}.")
+            return error_response(
+                f"Send {{\"desired\": n}} with n from 1 to {settings.max_slaves}.", 400)
         cluster.set_desired_slaves(desired)
         return json_response(cluster.describe()["slaves"])
 
