@@ -12,18 +12,15 @@ from typing import Any
 import aiohttp
 import orjson
 
+from rideshare.errors import RideShareError
+
 _JSON = {"content-type": "application/json"}
 
 
-class DBError(Exception):
-    """The orchestrator refused or could not serve a request."""
-
-    status: int = 500
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        if status is not None:
-            self.status = status
+class DBError(RideShareError):
+    """The orchestrator refused or could not serve a request. A service answers its client 503
+    for ``DBUnavailable`` and 500 for the others, which mean the service sent something it
+    should have checked first (``http/errors.py``)."""
 
 
 class DBConflict(DBError):

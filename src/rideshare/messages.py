@@ -21,13 +21,13 @@ from typing import Any
 
 import orjson
 
+from rideshare.errors import BadRequest
 from rideshare.protocol import (
     KIND_MARKER,
     KIND_POSITION,
     KIND_SNAPSHOT,
     KIND_WRITE,
     KIND_WRITES,
-    BadRequest,
     parse_write,
 )
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rideshare.errors import BadRequest
 from rideshare.schema import INT64_MAX, INT64_MIN, TABLES, Column, ColumnType, Generated, Table
 
 PROTOCOL_VERSION = 1
@@ -34,10 +35,6 @@ OPERATORS = ("eq", "ne", "lt", "le", "gt", "ge", "in")
 MAX_OPS_PER_WRITE = 100
 MAX_IN_VALUES = 1000
 MAX_LIMIT = 10_000
-
-
-class BadRequest(ValueError):
-    """A body that is not what the endpoint takes: always a 400, never applied."""
 
 
 Value = str | int | None

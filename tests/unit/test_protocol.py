@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rideshare.errors import BadRequest
 from rideshare.protocol import (
-    BadRequest,
     Insert,
     operation_json,
     parse_read,

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rideshare.errors import BadRequest
 from rideshare.rides import rules
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -39,7 +40,7 @@ def test_timestamp_is_read_in_the_configured_zone() -> None:
      "26-01-2031:00-30-1８", 20310126, None, ["26-01-2031:00-30-18"]],
 )
 def test_bad_timestamps(text: object) -> None:
-    with pytest.raises(rules.RuleError):
+    with pytest.raises(BadRequest):
         rules.parse_timestamp(text, UTC_ZONE)
 
 
@@ -50,7 +51,7 @@ def test_leap_day_is_accepted() -> None:
 
 def test_local_time_in_a_dst_gap_is_refused() -> None:
     # Berlin skips 02:00-03:00 on 30 March 2031.
-    with pytest.raises(rules.RuleError):
+    with pytest.raises(BadRequest):
         rules.parse_timestamp("30-03-2031:00-30-02", BERLIN)
 
 
@@ -89,7 +90,7 @@ def test_good_areas(value: object, area: int) -> None:
      False, None, 1.0, 2.5, [1], {"a": 1}, "9" * 5000, 10**100, "1_0"],
 )
 def test_bad_areas(value: object) -> None:
-    with pytest.raises(rules.RuleError):
+    with pytest.raises(BadRequest):
         rules.parse_area(value)
 
 
@@ -107,5 +108,5 @@ def test_good_ride_ids(text: str, ride_id: int) -> None:
      "1;DROP TABLE rides", "0x10", "count"],
 )
 def test_bad_ride_ids(text: str) -> None:
-    with pytest.raises(rules.RuleError):
+    with pytest.raises(BadRequest):
         rules.parse_ride_id(text)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from rideshare.errors import BadRequest
 from rideshare.users import rules
 
 SHA1 = hashlib.sha1(b"secret").hexdigest()
@@ -28,7 +29,7 @@ def test_good_usernames(name: str) -> None:
      ["a"], {"a": 1}, True],
 )
 def test_bad_usernames(name: object) -> None:
-    with pytest.raises(rules.RuleError):
+    with pytest.raises(BadRequest):
         rules.check_username(name)
 
 
@@ -47,7 +48,7 @@ def test_good_passwords(password: str) -> None:
      None, ["a" * 40], "０" * 40],
 )
 def test_bad_passwords(password: object) -> None:
-    with pytest.raises(rules.RuleError):
+    with pytest.raises(BadRequest):
         rules.check_password(password)
 
 

@@ -23,8 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rideshare.config import Settings, get_settings
 from rideshare.dbclient import DBClient
+from rideshare.errors import TooLarge
 from rideshare.http.counter import RequestCounter
-from rideshare.http.errors import ApiError, install_error_handlers, json_response, parse_json_body
+from rideshare.http.errors import install_error_handlers, json_response, parse_json_body
 
 MAX_BODY_BYTES = 1024 * 1024  # as the gateway: more is a 413, also on a service port
 
@@ -100,13 +101,13 @@ async def read_json(request: Request) -> Any:
     orjson; malformed JSON, an empty body or a body too large is a 4xx, never a 422 or 500."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError("The request body is larger than 1 MiB.", 413)
+        raise TooLarge("The request body is larger than 1 MiB.")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise ApiError("The request body is larger than 1 MiB.", 413)
+            raise TooLarge("The request body is larger than 1 MiB.")
         chunks.append(chunk)
     return parse_json_body(b"".join(chunks))
 

@@ -20,20 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from rideshare.dbclient import DBBadRequest, DBConflict, DBError, DBUnavailable
+from rideshare.errors import BadRequest, RideShareError
 
 log = logging.getLogger(__name__)
-
-
-class ApiError(Exception):
-    """Raised by a route to answer with a JSON error; ``status`` 400 unless told otherwise."""
-
-    def __init__(
-        self, message: str, status: int = 400, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.headers = headers or {}
 
 
 def json_response(
@@ -80,8 +69,8 @@ _STATUS_SENTENCES = {
 }
 
 
-async def _on_api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
+async def _on_rideshare_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RideShareError)
     return error_response(exc.message, exc.status, exc.headers)
 
 
@@ -130,7 +119,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _on_api_error)
+    app.add_exception_handler(RideShareError, _on_rideshare_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(DBUnavailable, _on_db_unavailable)
@@ -143,11 +132,11 @@ def install_error_handlers(app: FastAPI) -> None:
 def parse_json_body(raw: bytes) -> Any:
     """Decode a request body as JSON, or raise a 400 that says what is wrong with it."""
     if not raw.strip():
-        raise ApiError("The request needs a JSON body.")
+        raise BadRequest("The request needs a JSON body.")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(f"The request body is not valid JSON ({exc}).") from None
+        raise BadRequest(f"The request body is not valid JSON ({exc}).") from None
 
 
 def expect_fields(
@@ -156,13 +145,13 @@ def expect_fields(
     """Check that ``body`` is an object with exactly the ``required`` keys (and maybe some
     ``optional`` ones); raise a 400 that names the missing or unknown fields."""
     if not isinstance(body, dict):
-        raise ApiError(f"The body must be a JSON object with the fields {list(required)}.")
+        raise BadRequest(f"The body must be a JSON object with the fields {list(required)}.")
     missing = [k for k in required if k not in body]
     if missing:
-        raise ApiError(f"The body is missing the field(s) {missing}.")
+        raise BadRequest(f"The body is missing the field(s) {missing}.")
     unknown = sorted(set(body) - set(required) - set(optional))
     if unknown:
-        raise ApiError(
+        raise BadRequest(
             f"The body has unknown field(s) {unknown}; it takes only {list(required + optional)}."
         )
     return body

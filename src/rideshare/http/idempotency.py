@@ -13,7 +13,7 @@ import hashlib
 
 from starlette.requests import Request
 
-from rideshare.http.errors import ApiError
+from rideshare.errors import BadRequest
 
 HEADER = "Idempotency-Key"
 MAX_KEY = 200
@@ -22,7 +22,7 @@ MAX_KEY = 200
 def check_key(key: str) -> str:
     """A key is 1..200 printable ASCII characters (space to ``~``)."""
     if not 0 < len(key) <= MAX_KEY or any(not " " <= ch <= "~" for ch in key):
-        raise ApiError(f"The {HEADER} header must be 1 to {MAX_KEY} printable ASCII characters.")
+        raise BadRequest(f"The {HEADER} header must be 1 to {MAX_KEY} printable ASCII characters.")
     return key
 
 
@@ -32,6 +32,6 @@ def write_id(request: Request, service: str, route: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise ApiError(f"Send the {HEADER} header once.")
+        raise BadRequest(f"Send the {HEADER} header once.")
     digest = hashlib.sha256(check_key(values[0]).encode("ascii")).hexdigest()
     return f"idem:{service}:{route}:{digest}"

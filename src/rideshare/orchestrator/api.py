@@ -16,13 +16,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
+from rideshare.errors import BadRequest
 from rideshare.http.errors import error_response, install_error_handlers, json_response
 from rideshare.logs import configure as configure_logs
 from rideshare.messaging import uses_quorum_queues
 from rideshare.orchestrator.cluster import Cluster
 from rideshare.orchestrator.rpc import Rpc, RpcTimeout, RpcUnavailable, StaleEpoch
 from rideshare.orchestrator.runtime.base import WorkerRuntime
-from rideshare.protocol import BadRequest, Clear, WriteRequest, parse_read, parse_write
+from rideshare.protocol import Clear, WriteRequest, parse_read, parse_write
 
 log = logging.getLogger(__name__)
 

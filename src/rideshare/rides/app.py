@@ -9,7 +9,6 @@ in the future, and lists show only rides that have not left yet.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,9 +18,10 @@ from starlette.responses import Response
 
 from rideshare.config import Settings
 from rideshare.dbclient import DBClient, DBConflict
+from rideshare.errors import BadRequest
 from rideshare.http import idempotency
 from rideshare.http.app import create_service_app, read_json
-from rideshare.http.errors import ApiError, empty_response, expect_fields, json_response
+from rideshare.http.errors import empty_response, expect_fields, json_response
 from rideshare.rides import rules
 from rideshare.rides.users_check import user_exists
 
@@ -56,41 +56,32 @@ def _zone(request: Request) -> ZoneInfo:
     return zone
 
 
-def _checked(check: Callable[..., Any], *args: Any) -> Any:
-    """Apply a rule, turning its complaint into the client's 400."""
-    try:
-        return check(*args)
-    except rules.RuleError as exc:
-        raise ApiError(str(exc)) from None
-
-
 def _ride_id(request: Request) -> int:
-    ride_id: int = _checked(rules.parse_ride_id, request.path_params["ride_id"])
-    return ride_id
+    return rules.parse_ride_id(request.path_params["ride_id"])
 
 
 def _areas(source: Any, destination: Any) -> tuple[int, int]:
-    s = _checked(rules.parse_area, source, "source")
-    d = _checked(rules.parse_area, destination, "destination")
+    s = rules.parse_area(source, "source")
+    d = rules.parse_area(destination, "destination")
     if s == d:
-        raise ApiError("The source and destination must be different areas.")
+        raise BadRequest("The source and destination must be different areas.")
     return s, d
 
 
 def _one_query_param(request: Request, name: str) -> str:
     values = request.query_params.getlist(name)
     if not values:
-        raise ApiError(f"The query parameter {name!r} is missing; use ?source=S&destination=D.")
+        raise BadRequest(f"The query parameter {name!r} is missing; use ?source=S&destination=D.")
     if len(values) > 1:
-        raise ApiError(f"Give the query parameter {name!r} once.")
+        raise BadRequest(f"Give the query parameter {name!r} once.")
     return values[0]
 
 
 async def _require_user(request: Request, username: Any) -> str:
     if not isinstance(username, str):
-        raise ApiError("The username must be a string.")
+        raise BadRequest("The username must be a string.")
     if not await user_exists(request.app.state.http, request.app.state.settings, username):
-        raise ApiError(f"There is no user {username!r}; create the user first.")
+        raise BadRequest(f"There is no user {username!r}; create the user first.")
     return username
 
 
@@ -108,12 +99,12 @@ def add_routes(app: FastAPI) -> None:
         body = expect_fields(
             await read_json(request), ("created_by", "timestamp", "source", "destination")
         )
-        ride_time = _checked(rules.parse_timestamp, body["timestamp"], _zone(request))
+        ride_time = rules.parse_timestamp(body["timestamp"], _zone(request))
         if ride_time <= time.time():
-            raise ApiError("The timestamp is in the past; a ride must leave in the future.")
+            raise BadRequest("The timestamp is in the past; a ride must leave in the future.")
         source, destination = _areas(body["source"], body["destination"])
         if not isinstance(body["created_by"], str):
-            raise ApiError("'created_by' must be a username (a string).")
+            raise BadRequest("'created_by' must be a username (a string).")
         write_id = idempotency.write_id(request, SERVICE, "create-ride")
         creator = await _require_user(request, body["created_by"])
         insert = {"op": "insert", "table": "rides", "values": {
@@ -123,7 +114,7 @@ def add_routes(app: FastAPI) -> None:
         try:
             result = await _db(request).write([insert], write_id)
         except DBConflict:  # the creator was deleted after the check
-            raise ApiError(f"There is no user {creator!r}; create the user first.") from None
+            raise BadRequest(f"There is no user {creator!r}; create the user first.") from None
         return json_response({"rideId": result["results"][0]["generated"]["ride_id"]}, 201)
 
     @app.get("/api/v1/rides")
@@ -181,7 +172,7 @@ def add_routes(app: FastAPI) -> None:
         body = expect_fields(await read_json(request), ("username",))
         username = body["username"]
         if not isinstance(username, str):
-            raise ApiError("'username' must be a string.")
+            raise BadRequest("'username' must be a string.")
         write_id = idempotency.write_id(request, SERVICE, f"join-ride-{ride_id}")
         # The contract's order: a bad body or an unknown user is a 400 even when the ride does
         # not exist; only then is an unknown ride a 204 (the creator check needs the ride).
@@ -190,7 +181,7 @@ def add_routes(app: FastAPI) -> None:
         if ride is None:
             return empty_response(204)
         if ride["created_by"] == username:
-            raise ApiError("The ride's creator is already on it and cannot join it.")
+            raise BadRequest("The ride's creator is already on it and cannot join it.")
         insert = {"op": "insert", "table": "ride_members", "on_conflict": "ignore",
                   "values": {"ride_id": ride_id, "username": username}}
         try:
@@ -198,7 +189,7 @@ def add_routes(app: FastAPI) -> None:
         except DBConflict:  # the ride or the user went away after the checks
             if await _find_ride(request, ride_id) is None:
                 return empty_response(204)
-            raise ApiError(f"There is no user {username!r}; create the user first.") from None
+            raise BadRequest(f"There is no user {username!r}; create the user first.") from None
         return json_response({})
 
     @app.delete(RIDE_PATH)
@@ -209,7 +200,7 @@ def add_routes(app: FastAPI) -> None:
             [{"op": "delete", "table": "rides", "where": {"ride_id": ride_id}}]
         )
         if not result["results"][0]["rowcount"]:
-            raise ApiError(f"There is no ride {ride_id} to delete.")
+            raise BadRequest(f"There is no ride {ride_id} to delete.")
         return json_response({})
 
 

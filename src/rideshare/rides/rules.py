@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rideshare.areas import is_area
+from rideshare.errors import BadRequest
 from rideshare.schema import INT64_MAX
 
 TIMESTAMP_FORMAT = "%d-%m-%Y:%S-%M-%H"
@@ -25,24 +26,20 @@ _DIGITS = re.compile(r"[0-9]+")
 _MAX_DIGITS = 19  # INT64_MAX has 19 digits; longer strings are refused before int()
 
 
-class RuleError(ValueError):
-    """Input that breaks a rule; the message is the sentence the client gets with its 400."""
-
-
 def parse_timestamp(text: Any, zone: ZoneInfo) -> int:
     """Unix seconds for a ``DD-MM-YYYY:SS-MM-HH`` timestamp read in ``zone``."""
     if not isinstance(text, str) or _TIMESTAMP_SHAPE.fullmatch(text) is None:
-        raise RuleError(
+        raise BadRequest(
             "The timestamp must be DD-MM-YYYY:SS-MM-HH, for example 26-01-2031:00-30-18."
         )
     try:
         naive = datetime.strptime(text, TIMESTAMP_FORMAT)
     except ValueError:
-        raise RuleError(f"The timestamp {text!r} is not a real date and time.") from None
+        raise BadRequest(f"The timestamp {text!r} is not a real date and time.") from None
     local = naive.replace(tzinfo=zone)
     instant = local.astimezone(UTC)
     if instant.astimezone(zone).replace(tzinfo=None) != naive:
-        raise RuleError(f"The local time {text!r} does not exist in the zone {zone.key}.")
+        raise BadRequest(f"The local time {text!r} does not exist in the zone {zone.key}.")
     return int(instant.timestamp())
 
 
@@ -66,9 +63,9 @@ def parse_area(value: Any, what: str = "area") -> int:
     else:
         number = None
     if number is None:
-        raise RuleError(f"The {what} must be an area number, an integer from 1 to 198.")
+        raise BadRequest(f"The {what} must be an area number, an integer from 1 to 198.")
     if not is_area(number):
-        raise RuleError(f"The {what} {number} is not a known area; areas are 1 to 198.")
+        raise BadRequest(f"The {what} {number} is not a known area; areas are 1 to 198.")
     return number
 
 
@@ -76,8 +73,8 @@ def parse_ride_id(text: str) -> int:
     """A ride id from a URL path segment: a positive integer that fits in 64 bits."""
     significant = text.lstrip("0")
     if _DIGITS.fullmatch(text) is None or len(significant) > _MAX_DIGITS:
-        raise RuleError(f"The ride id {text[:40]!r} is not a positive integer of at most 64 bits.")
+        raise BadRequest(f"The ride id {text[:40]!r} is not a positive integer of at most 64 bits.")
     number = int(significant or "0")
     if not 0 < number <= INT64_MAX:
-        raise RuleError(f"The ride id {text!r} is not a positive integer of at most 64 bits.")
+        raise BadRequest(f"The ride id {text!r} is not a positive integer of at most 64 bits.")
     return number

@@ -7,17 +7,16 @@ a 400 but never a 500. Deleting a user is one delete of the ``users`` row; the s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from rideshare.config import Settings
 from rideshare.dbclient import DBClient, DBConflict
+from rideshare.errors import BadRequest
 from rideshare.http import idempotency
 from rideshare.http.app import create_service_app, read_json
-from rideshare.http.errors import ApiError, empty_response, expect_fields, json_response
+from rideshare.http.errors import empty_response, expect_fields, json_response
+from rideshare.usernames import username_problem
 from rideshare.users import rules
 
 SERVICE = "users"
@@ -28,28 +27,20 @@ def _db(request: Request) -> DBClient:
     return db
 
 
-def _checked(check: Callable[[Any], str], value: Any) -> str:
-    """Apply a rule, turning its complaint into the client's 400."""
-    try:
-        return check(value)
-    except rules.RuleError as exc:
-        raise ApiError(str(exc)) from None
-
-
 def add_routes(app: FastAPI) -> None:
     @app.put("/api/v1/users", status_code=201)
     async def add_user(request: Request) -> Response:
         """Create a user from ``{"username", "password"}``: 201, or 400 if taken or invalid."""
         body = expect_fields(await read_json(request), ("username", "password"))
-        username = _checked(rules.check_username, body["username"])
-        password = _checked(rules.check_password, body["password"])
+        username = rules.check_username(body["username"])
+        password = rules.check_password(body["password"])
         write_id = idempotency.write_id(request, SERVICE, "add-user")
         insert = {"op": "insert", "table": "users",
                   "values": {"username": username, "password_hash": rules.hash_password(password)}}
         try:
             await _db(request).write([insert], write_id)
         except DBConflict:
-            raise ApiError(f"The username {username!r} is taken; choose another.") from None
+            raise BadRequest(f"The username {username!r} is taken; choose another.") from None
         return json_response({}, 201)
 
     @app.get("/api/v1/users")
@@ -65,7 +56,7 @@ def add_routes(app: FastAPI) -> None:
     @app.get("/api/v1/users/{username}")
     async def get_user(request: Request, username: str) -> Response:
         """(beyond) 200 ``{"username"}`` or 404: how the rides service checks a user exists."""
-        if rules.username_problem(username) is None:
+        if username_problem(username) is None:
             answer = await _db(request).read({
                 "table": "users", "columns": ["username"], "where": {"username": username},
             })
@@ -76,13 +67,13 @@ def add_routes(app: FastAPI) -> None:
     @app.delete("/api/v1/users/{username}")
     async def delete_user(request: Request, username: str) -> Response:
         """Delete a user with their rides and memberships in one atomic write; 400 if unknown."""
-        if rules.username_problem(username) is None:
+        if username_problem(username) is None:
             result = await _db(request).write(
                 [{"op": "delete", "table": "users", "where": {"username": username}}]
             )
             if result["results"][0]["rowcount"]:
                 return json_response({})
-        raise ApiError(f"There is no user {username!r} to delete.")
+        raise BadRequest(f"There is no user {username!r} to delete.")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -1,10 +1,7 @@
 """The users service's rules, as pure functions: what a username and a password may be, and how
 a password is stored.
 
-Usernames are case-sensitive and end up in URL paths (``/api/v1/users/{username}``), so the
-names a path cannot carry faithfully are refused: empty, ``.`` and ``..`` (proxies normalise them
-away), anything with ``/``, and control characters (Unicode category Cc, which includes NUL).
-Length is counted in Unicode code points.
+What a username may be is ``rideshare.usernames`` (the rides service checks names too).
 
 Passwords arrive as the client's SHA1 hex digest. We store only a salted PBKDF2-SHA256 hash of the
 digest, as ``pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>``. The digest is normalised to lower
@@ -20,47 +17,27 @@ import hashlib
 import hmac
 import re
 import secrets
-import unicodedata
 from typing import Any
 
-MAX_USERNAME = 256
+from rideshare.errors import BadRequest
+from rideshare.usernames import username_problem
+
 ITERATIONS = 1000
 SALT_BYTES = 16
 _SHA1_HEX = re.compile(r"[0-9a-fA-F]{40}")
 
 
-class RuleError(ValueError):
-    """Input that breaks a rule; the message is the sentence the client gets with its 400."""
-
-
-def username_problem(name: Any) -> str | None:
-    """Why ``name`` cannot be a username, or None when it can."""
-    if not isinstance(name, str):
-        return "The username must be a string."
-    if not name:
-        return "The username must not be empty."
-    if len(name) > MAX_USERNAME:
-        return f"The username must be at most {MAX_USERNAME} characters."
-    if name in (".", ".."):
-        return "The username cannot be '.' or '..'."
-    if "/" in name:
-        return "The username cannot contain '/'."
-    if any(unicodedata.category(ch) == "Cc" for ch in name):
-        return "The username cannot contain control characters."
-    return None
-
-
 def check_username(name: Any) -> str:
     problem = username_problem(name)
     if problem is not None:
-        raise RuleError(problem)
+        raise BadRequest(problem)
     return str(name)
 
 
 def check_password(password: Any) -> str:
     """The password as given (a SHA1 hex digest: exactly 40 hex digits, either case)."""
     if not isinstance(password, str) or _SHA1_HEX.fullmatch(password) is None:
-        raise RuleError("The password must be a SHA1 hex digest: exactly 40 hex digits.")
+        raise BadRequest("The password must be a SHA1 hex digest: exactly 40 hex digits.")
     return password
 
 

@@ -11,20 +11,15 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import orjson
 from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 from rideshare.config import Settings
+from rideshare.errors import Fatal
 from rideshare.messaging import AMQP_ERRORS, message
 from rideshare.worker.store import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class Fatal(Exception):
-    """This worker must stop acting in any role now (deposed, cut off, its database gone): only
-    ``main()`` turns it into an exit, and the orchestrator replaces the worker."""
 
 
 @dataclass
@@ -122,5 +117,4 @@ def timing(what: str, slow_s: float = 1.0) -> Iterator[None]:
         log.warning("%s took %.2f s", what, took)
 
 
-__all__ = ["Context", "Deadline", "Fatal", "LogState", "dead_letter", "error_reply", "orjson",
-           "timing", "within"]
+__all__ = ["Context", "Deadline", "LogState", "dead_letter", "error_reply", "timing", "within"]

@@ -24,8 +24,9 @@ import orjson
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
+from rideshare.errors import Fatal
 from rideshare.messaging import connect, uses_quorum_queues
-from rideshare.worker.context import Context, Fatal, LogState
+from rideshare.worker.context import Context, LogState
 from rideshare.worker.pgserver import PostgresServer, data_root, remove_copy
 from rideshare.worker.store import Store
 from rideshare.worker.worker import Worker

@@ -28,6 +28,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import ChannelAccessRefused
 
+from rideshare.errors import Fatal
 from rideshare.messages import (
     BadMessage,
     PositionRequest,
@@ -48,7 +49,7 @@ from rideshare.messaging import (
     write_queue_arguments,
 )
 from rideshare.protocol import PROTOCOL_VERSION
-from rideshare.worker.context import Context, Fatal, dead_letter, error_reply
+from rideshare.worker.context import Context, dead_letter, error_reply
 from rideshare.worker.dberrors import DbVerdict, judge_error
 from rideshare.worker.pgserver import bin_dir
 from rideshare.worker.replication import forget_decision

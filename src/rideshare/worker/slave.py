@@ -19,6 +19,7 @@ import psycopg
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from psycopg_pool import AsyncConnectionPool
 
+from rideshare.errors import BadRequest, Fatal
 from rideshare.messages import BadMessage, Marker, ReadBatch, decode_read_queue, decode_sync_queue
 from rideshare.messaging import (
     AMQP_ERRORS,
@@ -30,8 +31,8 @@ from rideshare.messaging import (
     reply,
     settle,
 )
-from rideshare.protocol import KIND_MARKER, PROTOCOL_VERSION, BadRequest, Query, parse_read
-from rideshare.worker.context import Context, Fatal, dead_letter, error_reply
+from rideshare.protocol import KIND_MARKER, PROTOCOL_VERSION, Query, parse_read
+from rideshare.worker.context import Context, dead_letter, error_reply
 from rideshare.worker.dberrors import judge_error
 from rideshare.worker.replication import LogWaiters, Verdict, apply_entries, judge
 from rideshare.worker.snapshot import SnapshotFailed, receive_snapshot

@@ -22,7 +22,8 @@ from typing import Any
 import psycopg
 
 from rideshare.dcs import Coordinator, Epoch
-from rideshare.worker.context import Context, Fatal
+from rideshare.errors import Fatal
+from rideshare.worker.context import Context
 from rideshare.worker.master import MasterRole
 from rideshare.worker.slave import SlaveRole
 
