@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from starlette import status as http
+from http import HTTPStatus
 
 
 class RideShareError(Exception):
     """An error answered with ``status`` and ``message``; 500 means a bug in this code."""
 
-    status: int = http.HTTP_500_INTERNAL_SERVER_ERROR
+    status: int = HTTPStatus.INTERNAL_SERVER_ERROR
 
     def __init__(self, message: str, status: int | None = None,
                  headers: Mapping[str, str] | None = None) -> None:
@@ -33,28 +33,28 @@ class BadRequest(RideShareError, ValueError):
     """The request is not what the endpoint takes (a body it cannot read, a rule it breaks):
     nothing is stored."""
 
-    status = http.HTTP_400_BAD_REQUEST
+    status = HTTPStatus.BAD_REQUEST
 
 
 class NotFound(RideShareError):
-    status = http.HTTP_404_NOT_FOUND
+    status = HTTPStatus.NOT_FOUND
 
 
 class Conflict(RideShareError):
     """The request clashes with what is stored (a duplicate key, a missing referenced row):
     nothing is applied."""
 
-    status = http.HTTP_409_CONFLICT
+    status = HTTPStatus.CONFLICT
 
 
 class TooLarge(RideShareError):
-    status = http.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
 
 
 class Unavailable(RideShareError):
     """A part this request needs is not answering; retrying later is safe."""
 
-    status = http.HTTP_503_SERVICE_UNAVAILABLE
+    status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class Fatal(Exception):
