@@ -11,7 +11,6 @@ database gone) raises it, and only the worker's ``main()`` turns it into an exit
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from http import HTTPStatus
 
 

@@ -10,12 +10,12 @@ hop cheap) and closes them, after a last flush of the request count, on shutdown
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
 from starlette.responses import Response
 from starlette.routing import Match, Route
@@ -26,6 +26,7 @@ from rideshare.dbclient import DBClient
 from rideshare.errors import TooLarge
 from rideshare.http.counter import RequestCounter
 from rideshare.http.errors import install_error_handlers, json_response, parse_json_body
+from rideshare.http.routes import every_route
 
 MAX_BODY_BYTES = 1024 * 1024  # as the gateway: more is a 413, also on a service port
 
@@ -44,7 +45,7 @@ LATENCY = Histogram(
 def matched_route(app: FastAPI, scope: Scope) -> Route | None:
     """The route whose path matches the request (whatever its method), or None: unknown path."""
     partial: Route | None = None
-    for route in app.router.routes:
+    for route in every_route(app):
         if not isinstance(route, Route):
             continue
         match, _ = route.matches(scope)
@@ -142,11 +143,11 @@ def _shared_routes(app: FastAPI) -> None:
 def create_service_app(
     service: str,
     counted_prefix: str,
-    add_routes: Callable[[FastAPI], None],
+    router: APIRouter,
     settings: Settings | None = None,
     title: str | None = None,
 ) -> FastAPI:
-    """A FastAPI app for ``service`` with the shared parts wired and ``add_routes`` applied."""
+    """A FastAPI app for ``service``: the shared parts wired, then ``router``'s endpoints."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -183,5 +184,5 @@ def create_service_app(
     install_error_handlers(app)
     app.add_middleware(CountingMiddleware, service=service, counted_prefix=counted_prefix)
     _shared_routes(app)
-    add_routes(app)
+    app.include_router(router)
     return app

@@ -21,6 +21,7 @@ from starlette.routing import Match
 
 from rideshare.dbclient import DBBadRequest, DBConflict, DBError, DBUnavailable
 from rideshare.errors import BadRequest, RideShareError
+from rideshare.http.routes import every_route
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def allowed_methods(app: FastAPI, scope: MutableMapping[str, Any]) -> list[str]:
     """
     methods: set[str] = set()
     probe = dict(scope)
-    for route in app.router.routes:
+    for route in every_route(app):
         route_methods = getattr(route, "methods", None)
         if not route_methods:
             continue

@@ -1,31 +1,61 @@
-"""The orchestrator's HTTP API (SPEC §5): the DBaaS front. It never touches a database."""
+"""The orchestrator's HTTP API: the DBaaS front (docs/dbaas.md). It never touches a database.
+
+Endpoints are module-level functions on ``router``; the running orchestrator's state is an
+``Orchestrator`` (``dbaas.py``) kept in ``app.state`` by the lifespan. ``db/read`` and
+``db/write`` are answered by ``HotPaths`` before FastAPI sees them; their routes here serve
+``/docs`` (and a request that reaches FastAPI all the same).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from pydantic import BaseModel, Field
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
-from rideshare.errors import BadRequest
-from rideshare.http.errors import error_response, install_error_handlers, json_response
+from rideshare.errors import BadRequest, Conflict
+from rideshare.http.errors import install_error_handlers, json_response
+from rideshare.http.openapi import documented
 from rideshare.logs import configure as configure_logs
 from rideshare.messaging import uses_quorum_queues
 from rideshare.orchestrator.cluster import Cluster
-from rideshare.orchestrator.rpc import Rpc, RpcTimeout, RpcUnavailable, StaleEpoch
+from rideshare.orchestrator.dbaas import Orchestrator, decode
+from rideshare.orchestrator.hotpaths import HotPaths
+from rideshare.orchestrator.rpc import Rpc
 from rideshare.orchestrator.runtime.base import WorkerRuntime
-from rideshare.protocol import Clear, WriteRequest, parse_read, parse_write
+from rideshare.protocol import Clear, WriteRequest
 
-log = logging.getLogger(__name__)
+NO_MASTER_OR_SLAVE = {503: "No master (or slave) answered in time, or the broker is away: retry "
+                           "(a write with the same 'id')."}
+
+
+class WriteBody(BaseModel):
+    """Up to 100 operations applied atomically on the master (docs/dbaas.md)."""
+
+    id: str | None = Field(None, description="Your id for this write: a retry with the same id "
+                                             "is applied once.")
+    ops: list[dict[str, Any]] = Field(description="insert, update, delete or clear operations.")
+
+
+class ReadBody(BaseModel):
+    """One query (or ``{"queries": [...]}`` for several from one snapshot; docs/dbaas.md)."""
+
+    table: str
+    columns: list[str] | None = None
+    where: dict[str, Any] | None = None
+    order_by: list[dict[str, Any]] | None = None
+    limit: int | None = None
+    count: bool | None = None
+
+
+class Desired(BaseModel):
+    desired: int = Field(ge=1, description="Slaves wanted now, 1 to RIDESHARE_MAX_SLAVES.")
 
 
 def make_runtime(settings: Settings) -> WorkerRuntime:
@@ -41,202 +71,127 @@ def make_runtime(settings: Settings) -> WorkerRuntime:
                      "'docker'.")
 
 
-def _decode(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"The body is not valid JSON ({exc}).") from exc
+def _orchestrator(request: Request) -> Orchestrator:
+    orchestrator: Orchestrator = request.app.state.orchestrator
+    return orchestrator
+
+
+router = APIRouter()
+
+
+@router.post("/api/v1/db/write", **documented(
+    200, "Committed on the master and replicated: its log position, epoch and results.",
+    {400: "Not a valid write, or refused for its content; nothing applied.",
+     409: "A constraint was violated; nothing applied.", 413: "The body is over 8 MiB.",
+     **NO_MASTER_OR_SLAVE}, body=WriteBody))
+async def db_write(request: Request) -> Response:
+    """Apply a write's operations atomically on the master; answers once committed and
+    replicated."""
+    status, body = await _orchestrator(request).serve_write(await request.body())
+    return json_response(body, status)
+
+
+@router.post("/api/v1/db/read", **documented(
+    200, "The rows (or the count), from a slave holding every write acknowledged before.",
+    {400: "Not a valid read.", 413: "The body is over 8 MiB.", **NO_MASTER_OR_SLAVE},
+    body=ReadBody))
+async def db_read(request: Request) -> Response:
+    """Answer a read on a slave that has applied every write acknowledged before it."""
+    status, body = await _orchestrator(request).serve_read(await request.body())
+    return json_response(body, status)
+
+
+@router.post("/api/v1/db/clear", **documented(
+    200, "Every user and ride removed on every worker: ``{}``.", NO_MASTER_OR_SLAVE))
+async def db_clear(request: Request) -> Response:
+    """Remove all users and rides on every worker; ids are not reused afterwards."""
+    status, body = await _orchestrator(request).write(WriteRequest((Clear(),)))
+    return json_response({} if status == 200 else body, status)
+
+
+@router.get("/api/v1/worker/list", **documented(
+    200, "The PIDs of every worker, master included, ascending.", {}, answer=list[int]))
+async def worker_list(request: Request) -> Response:
+    return json_response(_orchestrator(request).cluster.worker_pids())
+
+
+@router.post("/api/v1/crash/master", **documented(
+    200, "``[pid]`` of the master, killed; a slave is elected in its place.",
+    {409: "There is no live master right now."}, answer=list[int]))
+async def crash_master(request: Request) -> Response:
+    pid = _orchestrator(request).cluster.crash_master()
+    if pid is None:
+        raise Conflict("There is no live master to crash right now; try again later.")
+    return json_response([pid])
+
+
+@router.post("/api/v1/crash/slave", **documented(
+    200, "``[pid]`` of the slave with the highest PID, killed; a new one replaces it.",
+    {409: "There is no slave."}, answer=list[int]))
+async def crash_slave(request: Request) -> Response:
+    pid = _orchestrator(request).cluster.crash_slave()
+    if pid is None:
+        raise Conflict("There is no slave to crash.")
+    return json_response([pid])
+
+
+@router.get("/api/v1/cluster", **documented(200, "Workers, epoch and scaling state.", {}))
+async def cluster_state(request: Request) -> Response:
+    return json_response(_orchestrator(request).cluster.describe())
+
+
+@router.put("/api/v1/cluster/slaves", **documented(
+    200, "The scaling state once set.", {400: "Not a number of slaves from 1 to the ceiling."},
+    body=Desired))
+async def set_slaves(request: Request) -> Response:
+    """(beyond the original) Set the desired number of slaves now; the next scaling window may
+    change it again."""
+    orchestrator = _orchestrator(request)
+    ceiling = orchestrator.settings.max_slaves
+    body = decode(await request.body())
+    desired = body.get("desired") if isinstance(body, dict) else None
+    if isinstance(desired, bool) or not isinstance(desired, int) or not 1 <= desired <= ceiling:
+        raise BadRequest(f"Send {{\"desired\": n}} with n from 1 to {ceiling}.")
+    orchestrator.cluster.set_desired_slaves(desired)
+    return json_response(orchestrator.cluster.describe()["slaves"])
+
+
+@router.get("/health", include_in_schema=False)
+async def health(request: Request) -> Response:
+    """Ready once a master and at least one slave serve."""
+    state = _orchestrator(request).cluster.describe()
+    roles = {w["role"]: w["state"] for w in state["workers"]}
+    ready = roles.get("master") == "master" and any(
+        w["state"] == "slave" for w in state["workers"])
+    return json_response({"status": "ok" if ready else "starting", "epoch": state["epoch"]},
+                         200 if ready else 503)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The orchestrator's ASGI app (``uvicorn --factory rideshare.orchestrator.api:create_app``)."""
     settings = settings or get_settings()
     configure_logs("orchestrator")
+    quorum = uses_quorum_queues(settings.quorum_queues, settings.amqp_url_list)
     rpc = Rpc(settings.amqp_url_list, settings.queue_prefix, settings.write_timeout_s,
-              settings.read_timeout_s,
-              uses_quorum_queues(settings.quorum_queues, settings.amqp_url_list),
-              settings.dead_letter_max_length)
+              settings.read_timeout_s, quorum, settings.dead_letter_max_length)
     dcs = Coordinator(settings.zk_hosts, settings.zk_root, settings.zk_session_timeout_s)
-    cluster = Cluster(settings, dcs, make_runtime(settings), rpc)
+    orchestrator = Orchestrator(settings, rpc, Cluster(settings, dcs, make_runtime(settings), rpc))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await rpc.start()
-        await cluster.start()
+        await orchestrator.cluster.start()
         learning = asyncio.create_task(rpc.learn_position())
         yield
         learning.cancel()
-        await cluster.stop()
+        await orchestrator.cluster.stop()
         await rpc.stop()
 
     app = FastAPI(title="RideShare orchestrator", lifespan=lifespan,
                   description="The DBaaS: db/write goes to the master, db/read to the slaves.")
-    app.state.cluster = cluster
-    install_error_handlers(app)  # 404, 405 and the rest as {"error": ...}, like every part
-
-    @app.exception_handler(BadRequest)
-    async def bad_request(_: Request, exc: BadRequest) -> Response:
-        return error_response(str(exc), 400)
-
-    async def write(request: WriteRequest) -> tuple[int, Any]:
-        try:
-            answer = await rpc.write(request)
-        except RpcTimeout:
-            return 503, {"error": f"No master committed the write within "
-                                  f"{settings.write_timeout_s} s. It may still be applied: retry"
-                                  " with the same 'id' (send one with every write you may"
-                                  " retry)."}
-        except StaleEpoch:
-            return 503, {"error": "The master that answered has been deposed; retry with the"
-                                  " same 'id'."}
-        except RpcUnavailable as exc:
-            return 503, {"error": f"The message broker is unreachable ({exc}); retry with the"
-                                  " same 'id'."}
-        if not answer.get("ok"):
-            return answer.get("status", 503), {"error": answer.get("error", "The write failed.")}
-        return 200, {"position": answer["position"], "results": answer["results"],
-                     "epoch": answer.get("epoch", 0), "master": answer.get("master")}
-
-    async def serve_write(raw: bytes) -> tuple[int, Any]:
-        try:
-            return await write(parse_write(_decode(raw)))
-        except BadRequest as exc:
-            return 400, {"error": str(exc)}
-
-    async def serve_read(raw: bytes) -> tuple[int, Any]:
-        cluster.window.record_read(time.time())
-        try:
-            read = parse_read(_decode(raw))
-        except BadRequest as exc:
-            return 400, {"error": str(exc)}
-        try:
-            answer = await rpc.read(read)
-        except RpcTimeout:
-            return 503, {"error": f"No slave answered within {settings.read_timeout_s} s; retry."}
-        except RpcUnavailable as exc:
-            return 503, {"error": f"The message broker is unreachable ({exc}); retry."}
-        if not answer.get("ok"):
-            return answer.get("status", 503), {"error": answer.get("error", "The read failed.")}
-        results = answer["results"]
-        return 200, results[0] if read.single else {"results": results}
-
-    @app.post("/api/v1/db/write")
-    async def db_write(request: Request) -> Response:
-        """Apply a write's operations atomically on the master; answers once committed and
-        replicated."""
-        status, body = await serve_write(await request.body())
-        return json_response(body, status)
-
-    @app.post("/api/v1/db/read")
-    async def db_read(request: Request) -> Response:
-        """Answer a read on a slave that has applied every write acknowledged before it."""
-        status, body = await serve_read(await request.body())
-        return json_response(body, status)
-
-    @app.post("/api/v1/db/clear")
-    async def db_clear() -> Response:
-        """Remove all users and rides on every worker; ids are not reused afterwards."""
-        status, body = await write(WriteRequest((Clear(),)))
-        return json_response({} if status == 200 else body, status)
-
-    @app.get("/api/v1/worker/list")
-    async def worker_list() -> Response:
-        """PIDs of all workers, master included, ascending."""
-        return json_response(cluster.worker_pids())
-
-    @app.post("/api/v1/crash/master")
-    async def crash_master() -> Response:
-        """SIGKILL the master; a slave is elected in its place."""
-        pid = cluster.crash_master()
-        if pid is None:
-            return error_response("There is no live master to crash right now; try again later.",
-                                  409)
-        return json_response([pid])
-
-    @app.post("/api/v1/crash/slave")
-    async def crash_slave() -> Response:
-        """SIGKILL the slave with the highest PID; a new one replaces it."""
-        pid = cluster.crash_slave()
-        if pid is None:
-            return error_response("There is no slave to crash.", 409)
-        return json_response([pid])
-
-    @app.get("/api/v1/cluster")
-    async def cluster_state() -> Response:
-        return json_response(cluster.describe())
-
-    @app.put("/api/v1/cluster/slaves")
-    async def set_slaves(request: Request) -> Response:
-        """(beyond) Set the desired number of slaves now; the next scaling window may change
-        it again. Body: ``{"desired": n}`` with 1 <= n <= max_slaves."""
-        body = _decode(await request.body())
-        desired = body.get("desired") if isinstance(body, dict) else None
-        if isinstance(desired, bool) or not isinstance(desired, int) or not (
-                1 <= desired <= settings.max_slaves):
-            return error_response(
-                f"Send {{\"desired\": n}} with n from 1 to {settings.max_slaves}.", 400)
-        cluster.set_desired_slaves(desired)
-        return json_response(cluster.describe()["slaves"])
-
-    @app.get("/health")
-    async def health() -> Response:
-        """Ready once a master and at least one slave serve."""
-        state = cluster.describe()
-        states = {w["role"]: w["state"] for w in state["workers"]}
-        ready = states.get("master") == "master" and any(
-            w["state"] == "slave" for w in state["workers"])
-        return json_response({"status": "ok" if ready else "starting", "epoch": state["epoch"]},
-                             200 if ready else 503)
-
-    app.add_middleware(HotPaths, routes={"/api/v1/db/read": serve_read,
-                                         "/api/v1/db/write": serve_write})
+    app.state.orchestrator = orchestrator
+    install_error_handlers(app)  # 404, 405 and every error as {"error": ...}, like every part
+    app.include_router(router)
+    app.add_middleware(HotPaths, routes={"/api/v1/db/read": orchestrator.serve_read,
+                                         "/api/v1/db/write": orchestrator.serve_write})
     return app
-
-
-Handler = Callable[[bytes], Awaitable[tuple[int, Any]]]
-MAX_BODY_BYTES = 8 * 1024 * 1024
-
-
-async def _bounded_body(scope: Scope, receive: Receive) -> bytes | None:
-    """The request's body, or None as soon as it is known to be over ``MAX_BODY_BYTES`` (from its
-    Content-Length, or while it streams in): it is never read in full first."""
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
-            return None
-    chunks, size, more = [], 0, True
-    while more:
-        event = await receive()
-        if event["type"] == "http.disconnect":
-            return b""
-        chunk = event.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        more = event.get("more_body", False)
-    return b"".join(chunks)
-
-
-class HotPaths:
-    """``POST db/read`` and ``db/write``, which every request of the services becomes, answered
-    straight from ASGI: FastAPI's per-request machinery was a third of the orchestrator's CPU.
-    Every other request, and the OpenAPI description of these two, stays with FastAPI."""
-
-    def __init__(self, app: ASGIApp, routes: dict[str, Handler]) -> None:
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.routes.get(scope.get("path", "")) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        raw = await _bounded_body(scope, receive)
-        if raw is None:
-            status, body = 413, {"error": "The body is larger than 8 MiB; split the request."}
-        else:
-            status, body = await handler(raw)
-        payload = orjson.dumps(body)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
