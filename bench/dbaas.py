@@ -1,4 +1,4 @@
-"""Benchmark 1 (issue 2): the DBaaS through the orchestrator vs the same work on PostgreSQL.
+"""Benchmark 1: the DBaaS through the orchestrator vs the same work on PostgreSQL.
 
 For each client count it measures ``POST /api/v1/db/write`` (one user insert per request) and
 ``POST /api/v1/db/read`` (one user selected by key) on the orchestrator, then the same insert

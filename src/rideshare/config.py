@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     # where the orchestrator can reach it). Off: the worker leaves by itself, as across hosts.
     kill_lost_workers: bool = True
 
-    # Scaling (SPEC §5 "Scaling").
+    # Scaling (docs/dbaas.md, "Scaling").
     scale_interval: float = 120.0
     reads_per_slave: int = 20
     max_slaves: int = 10

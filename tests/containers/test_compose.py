@@ -32,19 +32,20 @@ PASSWORD = "3d725109c7e7c0bfb9d709836735b56d943d263f"  # 40 hex digits, as the g
 
 class Stack:
     def __init__(self, client: Any, app_image: str, base_image: str,
-                 standins: dict[str, str], tmp: Path) -> None:
+                 standins: dict[str, str], tmp: Path, profile: str = "single") -> None:
         self.client = client
         self.project = f"rstest{uuid.uuid4().hex[:8]}"
+        orchestrator = "orchestrator" if profile == "single" else f"orchestrator-{profile}"
         self.gateway_port, self.orchestrator_port = free_port(), free_port()
         self.gateway = f"http://127.0.0.1:{self.gateway_port}"
         self.orchestrator = f"http://127.0.0.1:{self.orchestrator_port}"
         override = tmp / "docker-compose.test.yml"
         override.write_text(
             "services:\n"
-            "  orchestrator:\n"
+            f"  {orchestrator}:\n"
             "    ports:\n"
             f"      - \"127.0.0.1:{self.orchestrator_port}:8090\"\n")
-        self.compose = [*compose_cli(), "-p", self.project, "-f",
+        self.compose = [*compose_cli(), "-p", self.project, "--profile", profile, "-f",
                         str(ROOT / "docker-compose.yml"), "-f", str(override)]
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("RIDESHARE_")}
         self.env.update({

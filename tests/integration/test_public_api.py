@@ -1,4 +1,4 @@
-"""The public API of SPEC §2-4 against a running stack (gateway, services, DBaaS, workers).
+"""The public API (docs/api.md) against a running stack (gateway, services, DBaaS, workers).
 
 Every status code the spec names is exercised, success and failure, through the gateway as a
 client would use it; ``db/clear`` and the users ``_count`` are reached on the service ports, as
@@ -39,7 +39,7 @@ def zone(stack: Any) -> ZoneInfo:
 
 
 def when(stack: Any, days: float = 1, seconds: int = 0) -> str:
-    """A timestamp ``days`` (+ ``seconds``) from now, in the stack's zone and SPEC's format."""
+    """A timestamp ``days`` (+ ``seconds``) from now, in the stack's zone and the API's format."""
     return format_timestamp(int(time.time() + days * DAY) + seconds, zone(stack))
 
 
@@ -140,7 +140,7 @@ async def api(stack: Any) -> AsyncIterator[Api]:
         yield Api(stack, client)
 
 
-# --- users service (SPEC §2) -----------------------------------------------------------------
+# --- users service (docs/api.md, "Users") ---------------------------------------------------------
 
 
 async def test_add_user_is_201_empty_object(api: Api) -> None:
@@ -277,7 +277,7 @@ async def test_deleting_a_user_removes_their_rides_and_memberships(api: Api) -> 
     assert (await api.details(theirs)).json()["users"] == [rider]
 
 
-# --- rides service (SPEC §3) -----------------------------------------------------------------
+# --- rides service (docs/api.md, "Rides") ---------------------------------------------------------
 
 
 async def test_create_ride_is_201_with_a_fresh_integer_id(api: Api) -> None:
@@ -551,7 +551,7 @@ async def test_ride_ids_are_never_reused(api: Api) -> None:
     assert first < second < third
 
 
-# --- both services (SPEC §4) -----------------------------------------------------------------
+# --- both services (docs/api.md, "On both services") ----------------------------------------------
 
 
 @pytest.mark.parametrize("service", ["users", "rides"])

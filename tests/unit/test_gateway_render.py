@@ -1,4 +1,4 @@
-"""The gateway config: it renders, nginx accepts it, and a real nginx routes as SPEC §1 says.
+"""The gateway config: it renders, nginx accepts it, and a real nginx routes as docs/api.md, "The gateway", says.
 
 The upstreams are small threaded HTTP servers that answer with the path and Origin header they
 saw, so routing, keep-alive headers and the JSON bodies of nginx's own errors are all checked

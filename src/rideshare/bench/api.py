@@ -26,7 +26,7 @@ from rideshare.bench.workload import (
 )
 
 JSON = {"content-type": "application/json"}
-#: The status each scenario answers when all is well (SPEC §2, §3).
+#: The status each scenario answers when all is well (docs/api.md).
 EXPECTED: dict[str, set[Outcome]] = {
     "create-user": {201}, "create-ride": {201}, "list-rides": {200}, "ride-details": {200},
     "join-ride": {200}, "mix": {200, 201},

@@ -1,4 +1,4 @@
-"""Benchmark 2 (issue 6): the public API through the gateway vs the same data work on
+"""Benchmark 2: the public API through the gateway vs the same data work on
 PostgreSQL, scenario by scenario, at each client count."""
 
 from __future__ import annotations

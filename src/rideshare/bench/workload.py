@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from rideshare.bench.load import Op, Outcome
 
-AREAS = range(1, 199)  # SPEC §3: areas 1..198
+AREAS = range(1, 199)  # areas 1..198 (docs/areas.md)
 TIMESTAMP_FORMAT = "%d-%m-%Y:%S-%M-%H"  # DD-MM-YYYY:SS-MM-HH
 SEED_USERS = 100
 SEED_PAIRS = 10
@@ -37,7 +37,7 @@ def random_pair() -> tuple[int, int]:
 
 
 def password_for(name: str) -> str:
-    """A SHA1 hex digest, as clients send (SPEC §2)."""
+    """A SHA1 hex digest, as clients send (docs/api.md)."""
     return hashlib.sha1(name.encode()).hexdigest()
 
 

@@ -1,4 +1,4 @@
-"""The ``Idempotency-Key`` header (SPEC §4, beyond): a retry with the same key gets the first
+"""The ``Idempotency-Key`` header (beyond the original; docs/api.md): a retry with the same key gets the first
 attempt's answer and is applied once.
 
 The key becomes the write id of the DBaaS write; the master stores each write id's result and

@@ -1,4 +1,4 @@
-"""The scaling rule (SPEC §5 "Scaling"): a pure function and the read window it is fed by."""
+"""The scaling rule (docs/dbaas.md, "Scaling"): a pure function and the read window it is fed by."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The rides service (SPEC §3)."""
+"""The rides service (docs/api.md, "Rides")."""

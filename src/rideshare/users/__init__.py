@@ -1,1 +1,1 @@
-"""The users service (SPEC §2)."""
+"""The users service (docs/api.md, "Users")."""
