@@ -1,5 +1,5 @@
-"""The ``Idempotency-Key`` header (beyond the original; docs/api.md): a retry with the same key gets the first
-attempt's answer and is applied once.
+"""The ``Idempotency-Key`` header (beyond the original; docs/api.md): a retry with the same key
+gets the first attempt's answer and is applied once.
 
 The key becomes the write id of the DBaaS write; the master stores each write id's result and
 returns it on a repeat. The id is ``idem:<service>:<route>:<sha256 of the key>``: hashing keeps it
