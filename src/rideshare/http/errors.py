@@ -3,7 +3,8 @@
 The original clients and grader only look at status codes, so the codes follow the original
 contract exactly (docs/api.md): 400 for every input the endpoint does not take (never FastAPI's
 422), 404 for unknown paths, 405 with an ``Allow`` header for a known path with another method,
-503 when the database service is not answering. A 500 only ever means a bug in this code; it never leaks a traceback.
+503 when the database service is not answering. A 500 only ever means a bug in this code; it
+never leaks a traceback.
 """
 
 from __future__ import annotations
