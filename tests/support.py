@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from rideshare.localhost import free_port
+from rideshare.localhost import environment_of, free_port
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -292,14 +292,6 @@ def processes_of_stack(run_dir: Path) -> list[Any]:
     workers carry it in their environment), zombies aside."""
     import psutil
 
-    wanted = f"RIDESHARE_RUN_DIR={run_dir}"
-    found = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.pid != os.getpid() and \
-                    wanted in Path(f"/proc/{proc.pid}/environ").read_bytes().decode(
-                        errors="replace").split("\0"):
-                found.append(proc)
-        except (OSError, psutil.Error):
-            continue
-    return found
+    return [proc for proc in psutil.process_iter(["status"])
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and proc.pid != os.getpid()
+            and environment_of(proc).get("RIDESHARE_RUN_DIR") == str(run_dir)]

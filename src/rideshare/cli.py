@@ -18,7 +18,7 @@ from rich.table import Table
 from rideshare.bench.cli import bench as bench_command
 from rideshare.config import get_settings
 from rideshare.launcher import Stack, read_state
-from rideshare.orchestrator.runtime.process import pid_alive
+from rideshare.localhost import pid_alive
 
 app = typer.Typer(help="RideShare: a ride-pooling backend with its own replicated DBaaS.",
                   no_args_is_help=True, add_completion=False)

@@ -24,7 +24,7 @@ import httpx
 import psutil
 
 from rideshare.config import Settings
-from rideshare.localhost import read_json_object
+from rideshare.localhost import environment_of, read_json_object
 
 log = logging.getLogger("rideshare.launcher")
 
@@ -156,15 +156,8 @@ class Stack:
     def _stop_stragglers(self) -> None:
         """Processes of this stack that outlived its parts (a worker that had left the cluster,
         started by an orchestrator since replaced): SIGTERM, then SIGKILL."""
-        mark = f"{STACK_MARK}={self.stack_id}".encode()
-        left = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.pid != os.getpid() and mark in Path(
-                        f"/proc/{proc.pid}/environ").read_bytes().split(b"\0"):
-                    left.append(proc)
-            except (OSError, psutil.Error):
-                continue
+        left = [proc for proc in psutil.process_iter() if proc.pid != os.getpid()
+                and environment_of(proc).get(STACK_MARK) == self.stack_id]
         for proc in left:
             log.warning("stopping pid %s, left from this stack", proc.pid)
             with contextlib.suppress(psutil.Error):

@@ -8,6 +8,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now."""
@@ -33,3 +35,20 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:
+        return False
+
+
+def environment_of(proc: psutil.Process) -> dict[str, str]:
+    """``proc``'s environment, or nothing when it is gone or not ours to read."""
+    try:
+        environ: dict[str, str] = proc.environ()
+        return environ
+    except psutil.Error:
+        return {}

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from rideshare.localhost import pid_alive
 from tests.support import ROOT
 
 SETUP = ROOT / "scripts" / "docker-setup.sh"
@@ -71,11 +72,7 @@ def tail(path: Path, chars: int = 3000) -> str:
 
 
 def _pid_runs(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
+    return pid_alive(pid)
 
 
 @pytest.fixture(scope="session")

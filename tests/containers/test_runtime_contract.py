@@ -19,10 +19,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from rideshare.config import Settings, get_settings
 from rideshare.dcs import Coordinator
+from rideshare.localhost import pid_alive
 from rideshare.orchestrator.api import make_runtime
 from rideshare.orchestrator.runtime.base import CopyState
 from tests.support import ROOT, wait_until, wait_until_async
@@ -30,12 +32,11 @@ from tests.support import ROOT, wait_until, wait_until_async
 
 def host_cmdline(pid: int) -> str:
     """The command line of host process ``pid`` ("" when it does not run)."""
+    if not pid_alive(pid):
+        return ""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return ""
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except (OSError, IndexError):
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
@@ -45,17 +46,11 @@ def new_worker_id() -> str:
 
 def server_of(pid: int) -> list[int]:
     """The postmasters that are children of host process ``pid``."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(stat[1]) == pid and stat[0] not in "ZX" and \
-                        "postgres -D" in host_cmdline(int(entry.name)):
-                    children.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return children
+    try:
+        children = psutil.Process(pid).children()
+    except psutil.Error:
+        return []
+    return [c.pid for c in children if "postgres -D" in host_cmdline(c.pid)]
 
 
 @pytest.fixture(params=["process", "docker"])

@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 
+from rideshare.localhost import pid_alive
 from tests.support import (
     RunningStack,
     Writers,
@@ -216,8 +217,4 @@ def test_a_paused_master_is_replaced_within_15_s_and_never_acknowledged_again(ma
 
 
 def pid_runs(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
+    return pid_alive(pid)

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from rideshare.localhost import pid_alive
 from tests.support import RunningStack, Writers, check_writes, copies_agree, wait_until
 
 pytestmark = pytest.mark.faults
@@ -102,8 +103,7 @@ def test_a_worker_whose_zookeeper_session_expires_gives_up_its_role(ha):
         except ProcessLookupError:
             pass
     wait_until(lambda: old["pid"] not in pids(ha), 30, "the expired master is gone")
-    wait_until(lambda: not os.path.exists(f"/proc/{old['pid']}") or
-               open(f"/proc/{old['pid']}/stat").read().split(") ")[1][0] in "ZX", 30,
+    wait_until(lambda: not pid_alive(old["pid"]), 30,
                "its process has ended")
     assert master(ha)["pid"] == new["pid"]
     r = httpx.post(f"{ha.orchestrator_url}/api/v1/db/write", timeout=30, json={"ops": [{

@@ -25,10 +25,12 @@ import shutil
 import signal
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from rideshare.config import Settings
 from rideshare.folders import ServiceUser, reachable_folder
+from rideshare.localhost import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +146,14 @@ def running_postmaster(data_dir: Path) -> int | None:
     """The pid of a postmaster that runs on ``data_dir`` (from its ``postmaster.pid``), if any."""
     try:
         pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                return None
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except (OSError, ValueError, IndexError):
+        if not pid_alive(pid):
+            return None
+        cmdline = psutil.Process(pid).cmdline()
+    except (OSError, ValueError, IndexError, psutil.Error):
         return None
-    if not cmdline or not cmdline[0].endswith(b"postgres"):
+    if not cmdline or not cmdline[0].endswith("postgres"):
         return None
-    return pid if str(data_dir).encode() in cmdline else None
+    return pid if str(data_dir) in cmdline else None
 
 
 def kill_stray_postmaster(data_dir: Path) -> bool:

@@ -16,20 +16,11 @@ import orjson
 import psutil
 
 from rideshare.config import Settings
+from rideshare.localhost import pid_alive
 from rideshare.orchestrator.runtime.base import CopyState, WorkerHandle
 from rideshare.worker.pgserver import copy_dirs, data_root, kill_stray_postmaster
 
 log = logging.getLogger(__name__)
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (dead, not yet reaped by its parent) counts as dead."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 WORKER = [sys.executable, "-m", "rideshare.worker"]
