@@ -53,6 +53,12 @@ def server_of(pid: int) -> list[int]:
     return [c.pid for c in children if "postgres -D" in host_cmdline(c.pid)]
 
 
+async def reaped_now(runtime: Any, reaped: list[str], worker_id: str) -> bool:
+    """Reap once, into ``reaped``; True once ``worker_id`` is among them."""
+    reaped.extend(await runtime.reap())
+    return worker_id in reaped
+
+
 @pytest.fixture(params=["process", "docker"])
 async def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
                tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
@@ -80,8 +86,8 @@ async def case(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
                "name": name, "kind": request.param}
     finally:
         for worker_id in list(runtime.alive()):
-            runtime.kill(worker_id)
-        runtime.reap()
+            await runtime.kill(worker_id)
+        await runtime.reap()
         await dcs.stop()
         if hasattr(runtime, "close"):
             runtime.close()
@@ -120,26 +126,26 @@ async def test_runtime_contract(case: dict[str, Any]) -> None:
     servers = {w: wait_until(lambda: server_of(alive[w].pid), 30, f"{w}'s server") for w in alive}
     assert all(len(s) == 1 for s in servers.values()), "each worker has one server of its own"
     assert await runtime.copies() == [], "copies of running workers are not offered"
-    assert runtime.reap() == []
+    assert await runtime.reap() == []
 
     # Crash: SIGKILL. It is no longer alive at once, its process is gone, reaping returns it once.
-    runtime.kill(master)
+    await runtime.kill(master)
     assert master not in runtime.alive()
     wait_until(lambda: not host_cmdline(handle.pid), 10, "the killed worker's process is gone")
     wait_until(lambda: not host_cmdline(servers[master][0]), 5,
                "the killed worker's server is gone within 5 s")
     reaped: list[str] = []
-    wait_until(lambda: reaped.extend(runtime.reap()) or master in reaped, 15,
-               "the killed master is reaped")
+    await wait_until_async(lambda: reaped_now(runtime, reaped, master), 15,
+                           "the killed master is reaped")
     assert reaped == [master]
-    assert runtime.reap() == []
+    assert await runtime.reap() == []
     assert set(runtime.alive()) == {slave}
 
     # A graceful stop: the worker leaves ZooKeeper itself and exits; then it is reaped.
-    runtime.stop(slave)
+    await runtime.stop(slave)
     reaped = []
-    wait_until(lambda: reaped.extend(runtime.reap()) or slave in reaped, 60,
-               "the stopped slave is reaped")
+    await wait_until_async(lambda: reaped_now(runtime, reaped, slave), 60,
+                           "the stopped slave is reaped")
     assert reaped == [slave]
     assert runtime.alive() == {}
     assert not host_cmdline(slave_handle.pid)
@@ -154,8 +160,8 @@ async def test_runtime_contract(case: dict[str, Any]) -> None:
     heir_handle = await runtime.start(heir, adopt_copy=master)
     await wait_until_async(lambda: _is(role(heir), "master"), 90, "the heir serves")
     assert await runtime.copies() == [slave], "the adopted copy is in use"
-    runtime.kill(heir)
-    wait_until(lambda: heir in runtime.reap(), 15, "the heir is reaped")
+    await runtime.kill(heir)
+    await wait_until_async(lambda: reaped_now(runtime, [], heir), 15, "the heir is reaped")
     assert not host_cmdline(heir_handle.pid)
 
     for copy_id in await runtime.copies():

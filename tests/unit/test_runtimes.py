@@ -17,20 +17,20 @@ from rideshare.config import Settings
 from rideshare.orchestrator.runtime.process import ProcessRuntime
 
 
-def test_a_reused_pid_is_not_taken_for_a_worker(tmp_path: Path) -> None:
+async def test_a_reused_pid_is_not_taken_for_a_worker(tmp_path: Path) -> None:
     runtime = ProcessRuntime(Settings(run_dir=tmp_path))
-    assert runtime.adopt("w1234", os.getpid(), 0.0) is None, "this process is not worker w1234"
+    assert await runtime.adopt("w1234", os.getpid(), 0.0) is None, "this process is not worker w1234"
     assert runtime.alive() == {}
 
 
-def test_a_running_worker_is_adopted_by_its_pid_and_id(tmp_path: Path) -> None:
+async def test_a_running_worker_is_adopted_by_its_pid_and_id(tmp_path: Path) -> None:
     # A stand-in with the worker's command line (it only sleeps).
     fake = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
                              "rideshare.worker", "--id", "w1234"])
     try:
         runtime = ProcessRuntime(Settings(run_dir=tmp_path))
-        assert runtime.adopt("w9999", fake.pid, 0.0) is None, "another worker's id"
-        handle = runtime.adopt("w1234", fake.pid, 5.0)
+        assert await runtime.adopt("w9999", fake.pid, 0.0) is None, "another worker's id"
+        handle = await runtime.adopt("w1234", fake.pid, 5.0)
         assert handle is not None and handle.pid == fake.pid
     finally:
         fake.kill()
@@ -66,7 +66,7 @@ class FailingEngine:
         pass
 
 
-def test_a_worker_whose_kill_failed_is_still_alive_in_the_docker_runtimes_view(tmp_path):
+async def test_a_worker_whose_kill_failed_is_still_alive_in_the_docker_runtimes_view(tmp_path):
     pytest.importorskip("docker")
     from rideshare.orchestrator.runtime.base import WorkerHandle
     from rideshare.orchestrator.runtime.docker import DockerRuntime
@@ -77,8 +77,8 @@ def test_a_worker_whose_kill_failed_is_still_alive_in_the_docker_runtimes_view(t
     runtime = DockerRuntime(settings, client=engine)
     runtime._handles["w1"] = WorkerHandle("w1", 42, time.time())
     runtime._containers["w1"] = "c1"
-    runtime.kill("w1")
+    await runtime.kill("w1")
     assert "w1" in runtime.alive(), "a kill that failed does not make the worker dead"
     engine.containers_running["c1"] = False
-    runtime.kill("w1")
+    await runtime.kill("w1")
     assert "w1" not in runtime.alive(), "once it is seen stopped, it is dead"

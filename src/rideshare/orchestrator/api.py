@@ -119,7 +119,7 @@ async def worker_list(request: Request) -> Response:
     200, "``[pid]`` of the master, killed; a slave is elected in its place.",
     {409: "There is no live master right now."}, answer=list[int]))
 async def crash_master(request: Request) -> Response:
-    pid = _orchestrator(request).cluster.crash_master()
+    pid = await _orchestrator(request).cluster.crash_master()
     if pid is None:
         raise Conflict("There is no live master to crash right now; try again later.")
     return json_response([pid])
@@ -129,7 +129,7 @@ async def crash_master(request: Request) -> Response:
     200, "``[pid]`` of the slave with the highest PID, killed; a new one replaces it.",
     {409: "There is no slave."}, answer=list[int]))
 async def crash_slave(request: Request) -> Response:
-    pid = _orchestrator(request).cluster.crash_slave()
+    pid = await _orchestrator(request).cluster.crash_slave()
     if pid is None:
         raise Conflict("There is no slave to crash.")
     return json_response([pid])

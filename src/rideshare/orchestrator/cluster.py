@@ -77,7 +77,7 @@ class Cluster:
         """After an orchestrator restart: take charge of the workers already running."""
         self.znodes = await self.dcs.workers()
         for worker_id, info in self.znodes.items():
-            self.runtime.adopt(worker_id, info["pid"], info.get("started_at", 0.0))
+            await self.runtime.adopt(worker_id, info["pid"], info.get("started_at", 0.0))
             if info.get("role") == "master" and info.get("epoch", 0) > self.epoch.number:
                 # ZooKeeper lost the epoch, but its master runs: the epoch is what it says.
                 self.epoch = Epoch(info["epoch"], worker_id)
@@ -97,14 +97,14 @@ class Cluster:
         alive = self.runtime.alive()
         master = self.epoch.master
         for worker_id in sorted(alive, key=lambda w: w == master):  # slaves first
-            self.runtime.stop(worker_id)
+            await self.runtime.stop(worker_id)
         deadline = time.monotonic() + 15
         while self.runtime.alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for worker_id in self.runtime.alive():
             log.warning("worker %s ignored SIGTERM; killing it", worker_id)
-            self.runtime.kill(worker_id)
-        self.runtime.reap()
+            await self.runtime.kill(worker_id)
+        await self.runtime.reap()
         await self.dcs.stop()
 
     def wake(self) -> None:
@@ -135,7 +135,7 @@ class Cluster:
                 await asyncio.sleep(1.0)
 
     async def reconcile(self) -> None:
-        for worker_id in self.runtime.reap():
+        for worker_id in await self.runtime.reap():
             log.info("worker %s has exited%s", worker_id,
                      " (retired)" if worker_id in self.retiring else "")
             if self.znodes.get(worker_id, {}).get("role", "starting") == "starting":
@@ -168,7 +168,7 @@ class Cluster:
         for worker_id in todo.kill:
             if self.settings.kill_lost_workers:
                 log.warning("killing worker %s: its ZooKeeper session is gone", worker_id)
-                self.runtime.kill(worker_id)
+                await self.runtime.kill(worker_id)
             elif worker_id not in self._lost:
                 log.warning("worker %s lost its ZooKeeper session; it leaves by itself",
                             worker_id)
@@ -185,7 +185,7 @@ class Cluster:
         for worker_id in todo.retire:
             log.info("scaling down: retiring slave %s", worker_id)
             self.retiring.add(worker_id)
-            self.runtime.stop(worker_id)
+            await self.runtime.stop(worker_id)
         await self._drop_dead_copies()
         if self.rpc.quorum:
             await self._delete_gone_sync_queues(alive)
@@ -307,22 +307,22 @@ class Cluster:
     def worker_pids(self) -> list[int]:
         return sorted(h.pid for w, h in self.members().items() if w not in self.retiring)
 
-    def crash_master(self) -> int | None:
+    async def crash_master(self) -> int | None:
         master = self.master_id()
         if master is None:
             return None
         pid = self.runtime.alive()[master].pid
-        self.runtime.kill(master)
+        await self.runtime.kill(master)
         self.wake()
         return pid
 
-    def crash_slave(self) -> int | None:
+    async def crash_slave(self) -> int | None:
         alive = self.runtime.alive()
         slaves = [alive[w] for w in self.slave_ids()]
         if not slaves:
             return None
         victim = max(slaves, key=lambda h: h.pid)
-        self.runtime.kill(victim.worker_id)
+        await self.runtime.kill(victim.worker_id)
         self.wake()
         return victim.pid
 

@@ -26,21 +26,22 @@ class WorkerRuntime(Protocol):
         """Start a worker with a PostgreSQL server of its own; with ``adopt_copy``, the copy
         that worker left on disk becomes the new worker's data."""
 
-    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
+    async def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
         """Take charge of a worker an earlier orchestrator started (``pid`` as its znode
         says); None if it no longer runs."""
 
-    def kill(self, worker_id: str) -> None:
-        """SIGKILL: the crash APIs."""
+    async def kill(self, worker_id: str) -> None:
+        """SIGKILL: the crash APIs. Returns once the worker is dead (bounded)."""
 
-    def stop(self, worker_id: str) -> None:
+    async def stop(self, worker_id: str) -> None:
         """Ask for a graceful stop (scale-down, shutdown)."""
 
-    def reap(self) -> list[str]:
+    async def reap(self) -> list[str]:
         """The ids of workers whose process has ended since the last call; forgets them."""
 
     def alive(self) -> dict[str, WorkerHandle]:
-        """Workers whose process runs, by id."""
+        """Workers whose process runs, by id: a view kept in memory, so it never waits (the one
+        call that is not async)."""
 
     async def copies(self) -> list[str]:
         """The ids of the copies left on disk by workers that do not run (names matched

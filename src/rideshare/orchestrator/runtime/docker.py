@@ -1,26 +1,13 @@
 """Workers as Docker containers, started and killed through the Docker Engine API (the Docker SDK
-for Python), as the original RideShare did.
-
-Each worker is one container from our image (``worker --id ID``) on the stack's network, with the
-orchestrator's own ``RIDESHARE_*`` settings. Its Python process is the container's PID 1, so the
-container's host PID (``State.Pid``) is the worker's PID, and that is what ``worker/list`` and the
-crash APIs report. A container that has ended is removed when it is reaped (its last log lines
-are kept in ``<run_dir>/logs/worker-<id>.log``); none is left behind.
-
-The worker's PostgreSQL server runs inside its container (Debian's PostgreSQL is in the image), so
-killing the container kills the copy. The copy's data is a volume of its own,
-``<stack>-copy-<id>`` (labels ``io.rideshare.stack`` and ``io.rideshare.copy``), mounted at
-``/var/lib/rideshare/pgdata``: it outlives the container, so a stack that is stopped and started
-again finds its copies, and the first master mounts the most advanced one. A volume is removed
-when its copy is dropped (a dead worker's, once a master holds everything it had).
-
-Where the settings leave them empty, the image, the network and the stack's name come from the
-orchestrator's own container: its image, its first network and its compose project. Run outside a
-container (the runtime test), give them: ``RIDESHARE_WORKER_IMAGE``, ``RIDESHARE_DOCKER_NETWORK``
-(a network name, or ``host``) and ``RIDESHARE_DOCKER_STACK``.
-
-The engine's events (in a thread of their own) keep the view of which containers run up to date,
-so ``alive()`` never waits on the engine; ``kill``, ``stop`` and ``reap`` make short calls only.
+for Python), as the original RideShare did. Each is one container from our image on the stack's
+network, its worker process the container's PID 1 (so the container's host PID is what
+``worker/list`` and the crash APIs report), its PostgreSQL server inside it, and its copy on a
+volume of its own (``<stack>-copy-<id>`` at ``/var/lib/rideshare/pgdata``) that outlives it until
+the copy is dropped. Ended containers are removed when reaped (their last log lines kept in
+``<run_dir>/logs/worker-<id>.log``). Settings and the orchestrator's own container (whose image,
+network and project fill empty settings): ``placement.py``. The engine's events, in a thread of
+their own, keep the view of running containers current, so ``alive()`` never waits; every call
+that reaches the engine runs in a thread.
 """
 
 from __future__ import annotations
@@ -193,7 +180,10 @@ class DockerRuntime:
             raise
         return container.id, int(state.get("Pid") or 0) if state.get("Running") else 0
 
-    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
+    async def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
+        return await asyncio.to_thread(self._adopt, worker_id, started_at)
+
+    def _adopt(self, worker_id: str, started_at: float) -> WorkerHandle | None:
         """Take charge of a worker an earlier orchestrator started: its container is found by
         the worker id; the PID that counts is the container's host PID, not ``pid``."""
         try:
@@ -213,7 +203,10 @@ class DockerRuntime:
             self._ended.discard(worker_id)
         return handle
 
-    def kill(self, worker_id: str) -> None:
+    async def kill(self, worker_id: str) -> None:
+        await asyncio.to_thread(self._kill, worker_id)
+
+    def _kill(self, worker_id: str) -> None:
         """SIGKILL the worker's process (the container's PID 1) and wait, bounded, until the
         engine has seen it die."""
         cid = self._containers.get(worker_id)
@@ -239,7 +232,10 @@ class DockerRuntime:
         except Exception:  # noqa: BLE001 - gone, or the engine does not answer: ask later
             return True
 
-    def stop(self, worker_id: str) -> None:
+    async def stop(self, worker_id: str) -> None:
+        await asyncio.to_thread(self._stop, worker_id)
+
+    def _stop(self, worker_id: str) -> None:
         """SIGTERM: the worker finishes what it serves and exits; the events notice it."""
         cid = self._containers.get(worker_id)
         if cid is None:
@@ -251,7 +247,10 @@ class DockerRuntime:
             with self._lock:
                 self._ended.add(worker_id)
 
-    def reap(self) -> list[str]:
+    async def reap(self) -> list[str]:
+        return await asyncio.to_thread(self._reap)
+
+    def _reap(self) -> list[str]:
         """Workers whose container has ended since the last call (and, on the first call, the
         stack's containers nobody adopted): their containers are removed, their logs kept."""
         with self._lock:

@@ -85,7 +85,7 @@ class ProcessRuntime:
         self._overrides.write_bytes(orjson.dumps(pending[1:]))
         return dict(pending[0])
 
-    def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
+    async def adopt(self, worker_id: str, pid: int, started_at: float) -> WorkerHandle | None:
         """The process must be that worker's, not whatever now runs under a reused PID."""
         if not pid_alive(pid) or not runs_worker(pid, worker_id):
             return None
@@ -101,16 +101,16 @@ class ProcessRuntime:
             except ProcessLookupError:
                 pass
 
-    def kill(self, worker_id: str) -> None:
+    async def kill(self, worker_id: str) -> None:
         self._signal(worker_id, signal.SIGKILL)
         child = self._children.get(worker_id)
         if child is not None:
             try:
-                child.wait(timeout=5)
+                await asyncio.to_thread(child.wait, 5)
             except subprocess.TimeoutExpired:
                 log.error("worker %s did not die after SIGKILL", worker_id)
 
-    def stop(self, worker_id: str) -> None:
+    async def stop(self, worker_id: str) -> None:
         self._signal(worker_id, signal.SIGTERM)
 
     def _running(self, worker_id: str) -> bool:
@@ -119,13 +119,13 @@ class ProcessRuntime:
             return child.poll() is None
         return pid_alive(self._handles[worker_id].pid)
 
-    def reap(self) -> list[str]:
+    async def reap(self) -> list[str]:
         ended = [wid for wid in self._handles if not self._running(wid)]
         for wid in ended:
             self._handles.pop(wid)
             self._children.pop(wid, None)
             # Its server dies with it (a parent-death signal); should one outlive it anyway:
-            kill_stray_postmaster(self._path(wid))
+            await asyncio.to_thread(kill_stray_postmaster, self._path(wid))
         return ended
 
     def alive(self) -> dict[str, WorkerHandle]:
