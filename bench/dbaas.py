@@ -38,8 +38,8 @@ from rideshare.bench.load import Op, Outcome
 from rideshare.bench.report import CellProgress, print_table, tables_for
 from rideshare.bench.results import machine, write_result
 from rideshare.bench.runner import Bounds, run_cell
-from rideshare.bench.stack import OwnStack
 from rideshare.bench.topology import direct_topology, read_stack_json, rideshare_topology
+from rideshare.devstack import OwnStack
 
 SCENARIOS = ("write", "read")
 SEED_USERS = 200

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from rideshare.bench.stack import remove_names
 from rideshare.config import get_settings
+from rideshare.devstack import remove_names
 
 if __name__ == "__main__":
     asyncio.run(remove_names(get_settings()))

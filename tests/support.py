@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from rideshare.localhost import environment_of, free_port
+from rideshare.devstack import StackPorts, stack_environment
+from rideshare.localhost import environment_of
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,24 +66,13 @@ class RunningStack:
     name: str = field(default_factory=lambda: "t" + uuid.uuid4().hex[:8])
 
     def __post_init__(self) -> None:
-        ports = {k: free_port() for k in ("gateway", "users", "rides", "orchestrator")}
-        self.env = {
-            **os.environ,
-            "RIDESHARE_GATEWAY_PORT": str(ports["gateway"]),
-            "RIDESHARE_USERS_PORT": str(ports["users"]),
-            "RIDESHARE_RIDES_PORT": str(ports["rides"]),
-            "RIDESHARE_ORCHESTRATOR_PORT": str(ports["orchestrator"]),
-            "RIDESHARE_GATEWAY_URL": f"http://127.0.0.1:{ports['gateway']}",
-            "RIDESHARE_ORCHESTRATOR_URL": f"http://127.0.0.1:{ports['orchestrator']}",
-            "RIDESHARE_QUEUE_PREFIX": f"{self.name}.",
-            "RIDESHARE_ZK_ROOT": f"/rideshare-test/{self.name}",
-            "RIDESHARE_RUN_DIR": str(self.run_dir),
-            **self.overrides,
-        }
-        self.gateway_url = self.env["RIDESHARE_GATEWAY_URL"]
-        self.orchestrator_url = self.env["RIDESHARE_ORCHESTRATOR_URL"]
-        self.users_url = f"http://127.0.0.1:{ports['users']}"
-        self.rides_url = f"http://127.0.0.1:{ports['rides']}"
+        ports = StackPorts.free()
+        self.env = stack_environment(self.name, self.run_dir, "/rideshare-test", ports,
+                                     self.overrides)
+        self.gateway_url = ports.url("gateway")
+        self.orchestrator_url = ports.url("orchestrator")
+        self.users_url = ports.url("users")
+        self.rides_url = ports.url("rides")
 
     def cli(self, *args: str, timeout_s: float = 150) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*RIDESHARE, *args], env=self.env, cwd=ROOT, text=True,

@@ -24,8 +24,8 @@ from rideshare.bench.report import print_table, tables_for
 from rideshare.bench.results import machine, write_result
 from rideshare.bench.run import SCENARIOS, Target, measure
 from rideshare.bench.runner import Bounds
-from rideshare.bench.stack import OwnStack
 from rideshare.bench.topology import read_stack_json
+from rideshare.devstack import OwnStack
 
 DEFAULT_ORCHESTRATOR = "http://127.0.0.1:8090"
 

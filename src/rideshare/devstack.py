@@ -1,10 +1,12 @@
-"""A RideShare stack of the benchmark's own: free ports, and queue, ZooKeeper and database names
-no other stack uses, so a benchmark never touches anyone's data and leaves nothing behind.
+"""A RideShare stack of one's own, for the tests and the benchmarks: free ports, and queue,
+ZooKeeper and data names no other stack uses, so it never touches anyone's data and leaves
+nothing behind (``stack_environment``, ``remove_names``).
 
-It runs ``python -m rideshare.cli up`` (what ``up --detach`` runs in the background) in a session
-of its own and keeps that supervisor's pid: a Ctrl-C at any moment, even before the stack is
-ready, still stops it. Then it stops it as ``rideshare down`` does, and removes the queues,
-znodes and databases.
+``OwnStack`` (the benchmarks') runs ``python -m rideshare.cli up`` (what ``up --detach`` runs in
+the background) in a session of its own and keeps that supervisor's pid: a Ctrl-C at any moment,
+even before the stack is ready, still stops it. Then it stops it as ``rideshare down`` does, and
+removes the queues, znodes and copies. The tests' ``RunningStack`` (``tests/support.py``) is the
+same stack run through ``rideshare up --detach``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,41 @@ from rideshare.localhost import free_port, read_json_object
 CLI = [sys.executable, "-m", "rideshare.cli"]
 
 
+@dataclass(frozen=True)
+class StackPorts:
+    gateway: int
+    users: int
+    rides: int
+    orchestrator: int
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+    def url(self, part: str) -> str:
+        return f"http://127.0.0.1:{getattr(self, part)}"
+
+
+def stack_environment(name: str, run_dir: Path, zk_parent: str, ports: StackPorts,
+                      overrides: dict[str, str]) -> dict[str, str]:
+    """The environment of a stack of one's own, on top of this process's: its ports, and names
+    (queue prefix, ZooKeeper root, run folder and so data folder) that are its alone."""
+    return {
+        **os.environ,
+        "RIDESHARE_HOST": "127.0.0.1",
+        "RIDESHARE_GATEWAY_PORT": str(ports.gateway),
+        "RIDESHARE_USERS_PORT": str(ports.users),
+        "RIDESHARE_RIDES_PORT": str(ports.rides),
+        "RIDESHARE_ORCHESTRATOR_PORT": str(ports.orchestrator),
+        "RIDESHARE_GATEWAY_URL": ports.url("gateway"),
+        "RIDESHARE_ORCHESTRATOR_URL": ports.url("orchestrator"),
+        "RIDESHARE_QUEUE_PREFIX": f"{name}.",
+        "RIDESHARE_ZK_ROOT": f"{zk_parent}/{name}",
+        "RIDESHARE_RUN_DIR": str(run_dir),
+        **overrides,
+    }
+
+
 @dataclass
 class OwnStack:
     """One stack on loopback, named ``bench<hex>``; ``overrides`` are extra RIDESHARE_* vars."""
@@ -42,27 +79,14 @@ class OwnStack:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"rideshare-{self.name}-"))
-        ports = {k: free_port() for k in ("gateway", "users", "rides", "orchestrator")}
-        self.gateway_url = f"http://127.0.0.1:{ports['gateway']}"
-        self.orchestrator_url = f"http://127.0.0.1:{ports['orchestrator']}"
+        ports = StackPorts.free()
+        self.gateway_url = ports.url("gateway")
+        self.orchestrator_url = ports.url("orchestrator")
         # A benchmark measures one topology: no scaling window may end during the run unless
         # the caller's environment asks for one (RIDESHARE_SCALE_INTERVAL set).
-        defaults = {"RIDESHARE_SCALE_INTERVAL": "86400"}
-        self.env = {
-            **defaults,
-            **os.environ,
-            "RIDESHARE_HOST": "127.0.0.1",
-            "RIDESHARE_GATEWAY_PORT": str(ports["gateway"]),
-            "RIDESHARE_USERS_PORT": str(ports["users"]),
-            "RIDESHARE_RIDES_PORT": str(ports["rides"]),
-            "RIDESHARE_ORCHESTRATOR_PORT": str(ports["orchestrator"]),
-            "RIDESHARE_GATEWAY_URL": self.gateway_url,
-            "RIDESHARE_ORCHESTRATOR_URL": self.orchestrator_url,
-            "RIDESHARE_QUEUE_PREFIX": f"{self.name}.",
-            "RIDESHARE_ZK_ROOT": f"/rideshare-bench/{self.name}",
-            "RIDESHARE_RUN_DIR": str(self.run_dir),
-            **self.overrides,
-        }
+        quiet = {"RIDESHARE_SCALE_INTERVAL": os.environ.get("RIDESHARE_SCALE_INTERVAL", "86400")}
+        self.env = stack_environment(self.name, self.run_dir, "/rideshare-bench", ports,
+                                     {**quiet, **self.overrides})
 
     @property
     def settings(self) -> Settings:
