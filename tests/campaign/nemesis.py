@@ -4,6 +4,7 @@ read acknowledged) in time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -264,13 +265,28 @@ class Nemesis:
         data), and the tmpfs stays until the campaign ends."""
         tmpfs = self.infra.base / f"tmpfs-{len(self.faults)}"
         tmpfs.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0755", "tmpfs", str(tmpfs)],
-                       check=True, timeout=30)
+        # Room for a copy of the data as it is now (it grows as the campaign runs), and a little:
+        # the slave must load its copy before its disk is filled.
+        size_mb = 96 + 2 * self._largest_copy_mb()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs",
+                        str(tmpfs)], check=True, timeout=30)
         self.mounts.append(tmpfs)
         try:
             return self._fill(fault, tmpfs)
         finally:
             (tmpfs / "fill").unlink(missing_ok=True)
+
+    def _largest_copy_mb(self) -> int:
+        def size(folder: Path) -> int:
+            total = 0
+            for path in folder.rglob("*"):
+                with contextlib.suppress(OSError):  # a file the server just removed
+                    total += path.stat().st_size if path.is_file() else 0
+            return total
+
+        sizes = [size(self.stack.data_root() / w["id"]) for w in self.workers()
+                 if w["state"] in ("master", "slave")]
+        return max(sizes, default=0) // (1 << 20)
 
     def cleanup(self) -> None:
         """After the stack is down: what the disk faults mounted goes."""

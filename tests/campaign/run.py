@@ -40,16 +40,18 @@ class Result:
 
     def table(self) -> str:
         lines = [f"campaign: seed {self.seed}, {self.seconds:.0f} s, {len(self.faults)} faults",
-                 "", "| fault | injected | recovery median (s) | recovery max (s) | bound (s) |",
-                 "|---|---:|---:|---:|---:|"]
+                 "", "| fault | injected | not injected | recovery median (s) | recovery max (s) "
+                 "| bound (s) |", "|---|---:|---:|---:|---:|---:|"]
         for kind in (*KINDS, *REPLICATED_KINDS):
-            mine = [f for f in self.faults if f.kind == kind]
+            tried = [f for f in self.faults if f.kind == kind]
+            mine = [f for f in tried if not f.note.startswith("could not inject")]
             times = [f.recovered_in for f in mine if f.recovered_in is not None]
-            if not mine:
+            if not tried:
                 continue
             median = f"{statistics.median(times):.1f}" if times else "-"
             most = f"{max(times):.1f}" if times else "-"
-            lines.append(f"| {kind} | {len(mine)} | {median} | {most} | {mine[0].bound:.0f} |")
+            lines.append(f"| {kind} | {len(mine)} | {len(tried) - len(mine)} | {median} | {most} "
+                         f"| {tried[0].bound:.0f} |")
         lines += ["", "writes: " + ", ".join(f"{v} {k.removeprefix('writes ')}"
                                              for k, v in self.verdict.counts.items()
                                              if k.startswith("writes ")),
