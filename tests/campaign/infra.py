@@ -11,8 +11,8 @@ from pathlib import Path
 from rideshare.infra.local import LocalInfra, Ports
 from rideshare.infra.rabbitmq import RabbitNode
 from rideshare.infra.zookeeper import ZkServer
+from rideshare.localhost import free_port
 from tests.campaign.proxy import FaultProxy
-from tests.support import free_port
 
 
 class CampaignInfra:

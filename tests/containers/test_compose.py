@@ -24,8 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from rideshare.localhost import free_port
 from tests.containers.conftest import LOG_DIR, compose_cli, run_logged, tail
-from tests.support import ROOT, free_port, wait_until
+from tests.containers.test_runtime_contract import host_cmdline
+from tests.support import ROOT, wait_until
 
 PASSWORD = "3d725109c7e7c0bfb9d709836735b56d943d263f"  # 40 hex digits, as the grader sends
 
@@ -99,6 +101,15 @@ class Stack:
         left += [f"volume {v.name}" for v in self.client.volumes.list()
                  if v.name not in self.volumes_before]
         return left
+
+    def remove_all(self) -> None:
+        """``down -v``, then the copies' volumes as the README says: nothing may be left."""
+        self.run("down", "-v", timeout_s=300, what="compose down -v")
+        for volume in self.client.volumes.list(
+                filters={"label": f"io.rideshare.stack={self.project}"}):
+            volume.remove()  # the workers' copies (README: "Containers")
+        left = self.leftovers()
+        assert not left, f"left behind after down -v: {left}"
 
     def force_clean(self) -> None:
         """The safety net when the test failed half-way: remove whatever is left."""
@@ -206,12 +217,7 @@ def test_compose_stack(stack: Stack) -> None:
         gw.close()
         orch.close()
 
-    stack.run("down", "-v", timeout_s=180, what="compose down")
-    for volume in stack.client.volumes.list(
-            filters={"label": f"io.rideshare.stack={stack.project}"}):
-        volume.remove()  # the workers' copies (README: "Containers")
-    left = stack.leftovers()
-    assert not left, f"left behind after down -v: {left}"
+    stack.remove_all()
     print(f"compose stack: up in {up_s:.0f} s, whole test {time.monotonic() - started:.0f} s")
 
 
@@ -253,8 +259,7 @@ def check_workers_are_containers(stack: Stack, orch: httpx.Client) -> dict[str, 
     workers = wait_until(agree, 60, "worker/list matches the worker containers' host PIDs")
     for name, pid in workers.items():
         # The entrypoint execs the worker in the same process (PID) within a moment of starting.
-        wait_until(lambda: "rideshare.worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
-                   .replace(b"\0", b" ").decode(), 10,
+        wait_until(lambda: "rideshare.worker" in host_cmdline(pid), 10,
                    f"{name}: host PID {pid} is the worker's process")
     return workers
 

@@ -123,9 +123,4 @@ def test_the_ha_profile_keeps_every_acknowledged_write_through_infrastructure_ki
         gw.close()
         orch.close()
 
-    stack.run("down", "-v", timeout_s=300, what="compose --profile ha down -v")
-    for volume in stack.client.volumes.list(
-            filters={"label": f"io.rideshare.stack={stack.project}"}):
-        volume.remove()  # the workers' copies (README: "Containers")
-    left = stack.leftovers()
-    assert not left, f"left behind after down -v: {left}"
+    stack.remove_all()
