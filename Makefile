@@ -26,15 +26,17 @@ run-ha: venv services
 	set -a && . $${RIDESHARE_RUN_DIR:-.run}/infra.env && set +a && $(BIN)/rideshare up
 
 test: venv services
-	$(BIN)/pytest -q --ignore=tests/ha
+	$(BIN)/pytest -q --ignore=tests/ha --ignore=tests/containers/test_compose_ha.py
 
-# On replicated infrastructure (3 RabbitMQ nodes, 3 ZooKeeper servers of the tests' own): infra
-# nodes killed under load. Run by CI (.ci/run) apart from make test, for time.
+# On replicated infrastructure (3 RabbitMQ nodes, 3 ZooKeeper servers of the tests' own, and the
+# compose file's ha profile): infrastructure nodes killed under load. Run by CI (.ci/run) apart
+# from make test, for time.
 test-ha: venv services
-	$(BIN)/pytest -q tests/ha
+	$(BIN)/pytest -q tests/ha tests/containers/test_compose_ha.py
 
 lint: venv
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src/rideshare
 
 # Benchmarks start a stack of their own (and remove it); BENCH_ARGS passes options through.
 bench: venv services
@@ -49,8 +51,9 @@ bench-failover: venv services
 # The fault campaign, long: every kind of fault in a seeded round-robin, then the checker.
 CHAOS_DURATION ?= 1800
 CHAOS_SEED ?= 1
+CHAOS_NODES ?= 1
 chaos: venv services
-	$(BIN)/python -m tests.campaign --duration $(CHAOS_DURATION) --seed $(CHAOS_SEED)
+	$(BIN)/python -m tests.campaign --duration $(CHAOS_DURATION) --seed $(CHAOS_SEED) --nodes $(CHAOS_NODES)
 
 # 1,000,000 rides: a slave crashed under a steady write load, and what its replacement costs.
 bench-bootstrap: venv services

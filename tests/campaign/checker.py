@@ -3,6 +3,7 @@ straight from its own PostgreSQL server and holds the history against it."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,22 @@ class Verdict:
         return not self.problems
 
 
+SETTLE_S = 60.0
+
+
+def settled_copies(stack: RunningStack) -> dict[str, tuple[int, str]] | None:
+    """The copies once they agree: a slave may still be loading a fresh copy (one that was
+    marked behind, or that reconnected) or joining when the workload stops; they must agree
+    within ``SETTLE_S`` and stay so."""
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        copies = copies_agree(stack)
+        if copies is not None:
+            return copies
+        time.sleep(0.5)
+    return None
+
+
 def check(stack: RunningStack, history: History, faults: list[Fault]) -> Verdict:
     verdict = Verdict()
     writes = list(history.writes.values())
@@ -32,9 +49,10 @@ def check(stack: RunningStack, history: History, faults: list[Fault]) -> Verdict
     verdict.counts["reads checked"] = history.reads_ok
     verdict.counts["public users ok"] = sum(1 for o in history.users.values() if o == "ok")
 
-    copies = copies_agree(stack)
+    copies = settled_copies(stack)
     if copies is None:
-        verdict.problems.append("the copies differ (checksums of every table)")
+        verdict.problems.append("the copies differ (checksums of every table) for "
+                                f"{SETTLE_S:.0f} s after the workload stopped")
     stored = {worker: rides_on(stack, worker) for worker in (copies or {})}
     for worker, rides in stored.items():
         for w in writes:

@@ -85,9 +85,10 @@ class Stack:
 
     def logs(self) -> str:
         parts = [f"--- compose log\n{tail(self.log, 4000)}"]
-        for c in self.containers(**{"com.docker.compose.project": self.project}):
+        for c in [*self.containers(**{"com.docker.compose.project": self.project}),
+                  *self.containers(**{"io.rideshare.stack": self.project})]:
             try:
-                parts.append(f"--- {c.name}\n" + c.logs(tail=40).decode(errors="replace"))
+                parts.append(f"--- {c.name}\n" + c.logs(tail=80).decode(errors="replace"))
             except Exception:  # noqa: BLE001
                 pass
         return "\n".join(parts)

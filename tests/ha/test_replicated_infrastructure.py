@@ -105,6 +105,22 @@ def test_killing_the_broker_node_that_leads_writeq_loses_nothing(ha):
     assert_nothing_lost(stack, workload)
 
 
+def test_killing_the_broker_node_every_part_is_connected_to_loses_nothing(ha):
+    """Every part connects to the first node first: all of them move to another node, and the
+    orchestrator's requests are published again on a fresh channel if the broker refuses them."""
+    stack, infra = ha
+    workload = Workload(stack, seed=25)
+    node = infra.rabbits[0]
+    with workload:
+        wait_until(lambda: len(acked_after(workload, 0)) >= 50, 30, "writes flow")
+        killed_at = time.monotonic()
+        node.kill()
+        writes_back_within_the_bound(workload, killed_at, f"killing {node.nodename}", infra)
+        node.start()
+        time.sleep(3)
+    assert_nothing_lost(stack, workload)
+
+
 def test_killing_the_zookeeper_leader_loses_nothing(ha):
     stack, infra = ha
     workload = Workload(stack, seed=22)

@@ -1,5 +1,6 @@
 #!/bin/bash
-# Like the official image: zoo.cfg from ZOO_* variables, the server in the foreground as PID 1.
+# Like the official image: zoo.cfg from ZOO_* variables (ZOO_MY_ID and ZOO_SERVERS for an
+# ensemble), the server in the foreground as PID 1.
 set -euo pipefail
 if [ "${1:-}" = zkServer.sh ] && [ "$(id -u)" = 0 ]; then
   mkdir -p "$ZOO_CONF_DIR" "$ZOO_DATA_DIR" "$ZOO_DATA_LOG_DIR"
@@ -14,8 +15,14 @@ if [ "${1:-}" = zkServer.sh ] && [ "$(id -u)" = 0 ]; then
     echo "clientPort=2181"
     echo "admin.enableServer=false"
     echo "4lw.commands.whitelist=${ZOO_4LW_COMMANDS_WHITELIST:-srvr}"
-    echo "standaloneEnabled=true"
+    if [ -n "${ZOO_SERVERS:-}" ]; then  # an ensemble: "server.1=host:2888:3888;2181 ..."
+      for server in $ZOO_SERVERS; do echo "$server"; done
+      echo "standaloneEnabled=false"
+    else
+      echo "standaloneEnabled=true"
+    fi
   } >"$ZOO_CONF_DIR/zoo.cfg"
+  [ -f "$ZOO_DATA_DIR/myid" ] || echo "${ZOO_MY_ID:-1}" >"$ZOO_DATA_DIR/myid"
   # Debian's zkEnv.sh reads /etc/zookeeper/conf; run the server class directly (Debian's jar names
   # its dependencies in its manifest).
   cp /etc/zookeeper/conf/log4j.properties "$ZOO_CONF_DIR/" 2>/dev/null || true

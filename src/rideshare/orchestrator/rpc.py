@@ -48,6 +48,7 @@ class StaleEpoch(Exception):
 
 
 MAX_BATCH = 64
+CONFIRM_WAIT_S = 1.0  # on a cluster: an unconfirmed request is sent again after this
 
 
 class Batcher:
@@ -134,6 +135,13 @@ class Rpc:
             publisher_confirms=False)
         self.topology: Topology = await declare(self._channel, self._prefix, self.quorum,
                                                 self._dead_letter_max_length)
+        # On a cluster every request is published confirmed and mandatory on a channel of its
+        # own (one that declares nothing, so nothing of it waits on a queue's election when it
+        # is restored): a publish the broker drops while a quorum queue changes leader is sent
+        # again, instead of costing the caller a timeout.
+        self._reopening = asyncio.Lock()
+        self._confirmed: AbstractChannel | None = await self.connection.channel(
+            publisher_confirms=True, on_return_raises=True) if self.quorum else None
         self._reply_channel = await self.connection.channel()
         replies = await self._reply_channel.declare_queue(
             self.topology.names["response"], durable=False, auto_delete=False)
@@ -165,15 +173,17 @@ class Rpc:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
         try:
-            # No publisher confirm is awaited here: a write is acknowledged only once the master
-            # has committed it and the slaves' queues hold it, which the master's own confirmed
-            # publish to syncQ proves. A message the broker loses is a timeout (503), never a
-            # lost acknowledged write.
+            # On a single node no publisher confirm is awaited: a write is acknowledged only once
+            # the master has committed it and the slaves' queues hold it, which the master's own
+            # confirmed publish to syncQ proves. A message the broker loses is a timeout (503),
+            # never a lost acknowledged write.
             async def publish_then_wait() -> dict[str, Any]:
-                await self._channel.default_exchange.publish(
-                    message(body, persistent=persistent, correlation_id=correlation_id,
-                            reply_to=self.topology.names["response"], expiration=timeout_s),
-                    routing_key=routing_key)
+                request = message(body, persistent=persistent, correlation_id=correlation_id,
+                                  reply_to=self.topology.names["response"], expiration=timeout_s)
+                if self._confirmed is None:
+                    await self._channel.default_exchange.publish(request, routing_key=routing_key)
+                else:
+                    await self._publish_confirmed(request, routing_key, future)
                 return await future
 
             # One bound for both: while the connection is restored, publishing waits for it.
@@ -185,6 +195,37 @@ class Rpc:
             raise RpcUnavailable(str(exc) or type(exc).__name__) from exc
         finally:
             self._pending.pop(correlation_id, None)
+
+    async def _publish_confirmed(self, request: aio_pika.Message, routing_key: str,
+                                 answered: asyncio.Future[dict[str, Any]]) -> None:
+        """Publish until the broker confirms it (the caller's deadline bounds it): a nack, a
+        return or a confirm that does not come within a second means the queue could not take
+        it now (a leader being elected), so it goes again; the write id makes a second copy of a
+        write harmless, and a reply that comes first ends it."""
+        while not answered.done():
+            channel = self._confirmed
+            assert channel is not None
+            try:
+                await asyncio.wait_for(channel.default_exchange.publish(
+                    request, routing_key=routing_key, mandatory=True), CONFIRM_WAIT_S)
+                return
+            except (TimeoutError, aio_pika.exceptions.DeliveryError) as exc:
+                log.warning("%s did not take a request (%r); sending it again on a fresh "
+                            "channel", routing_key, exc)
+                await self._fresh_confirmed_channel(channel)
+                await asyncio.sleep(0.2)
+
+    async def _fresh_confirmed_channel(self, refused: AbstractChannel) -> None:
+        """A channel whose quorum queues lost their leader may go on refusing every publish
+        even once a new leader serves (RabbitMQ 3.10 was seen doing so after a node was killed),
+        while a new channel is served at once: so the channel that was refused is replaced."""
+        async with self._reopening:
+            if self._confirmed is not refused or self.connection is None:
+                return  # another request replaced it already
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(refused.close(), 2)
+            self._confirmed = await self.connection.channel(publisher_confirms=True,
+                                                            on_return_raises=True)
 
     async def write(self, request: WriteRequest) -> dict[str, Any]:
         answer = await self._writes.submit({
