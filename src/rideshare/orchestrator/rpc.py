@@ -209,7 +209,8 @@ class Rpc:
                 await asyncio.wait_for(channel.default_exchange.publish(
                     request, routing_key=routing_key, mandatory=True), CONFIRM_WAIT_S)
                 return
-            except (TimeoutError, aio_pika.exceptions.DeliveryError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a nack, a return, no confirm, a channel
+                # closed under the publish (aiormq fails its confirm with a bare Exception)
                 log.warning("%s did not take a request (%r); sending it again on a fresh "
                             "channel", routing_key, exc)
                 await self._fresh_confirmed_channel(channel)
@@ -224,8 +225,11 @@ class Rpc:
                 return  # another request replaced it already
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(refused.close(), 2)
-            self._confirmed = await self.connection.channel(publisher_confirms=True,
-                                                            on_return_raises=True)
+            try:
+                self._confirmed = await self.connection.channel(publisher_confirms=True,
+                                                                on_return_raises=True)
+            except Exception as exc:  # noqa: BLE001 - the connection is being restored: later
+                log.warning("no fresh channel yet (%r)", exc)
 
     async def write(self, request: WriteRequest) -> dict[str, Any]:
         answer = await self._writes.submit({

@@ -30,6 +30,7 @@ from rideshare.worker.slave import SlaveRole
 log = logging.getLogger("rideshare.worker")
 HEARTBEAT_S = 1.0
 HEALTH_CHECK_S = 2.0
+START_BOUND_FACTOR = 3  # a role must start within this many RIDESHARE_WORKER_START_TIMEOUT_S
 
 
 def log_tasks() -> None:
@@ -92,12 +93,7 @@ class Worker:
         connection.reconnect_callbacks.add(self._on_broker_back)
         epoch = await self.dcs.epoch()
         self.dcs.watch_epoch(self._epochs.put_nowait)
-        if epoch.master == self.ctx.worker_id:
-            await self._become_master(epoch)
-        else:
-            self.role = SlaveRole(self.ctx)
-            await self.role.start()
-            self.role_name = "slave"
+        await self._start_role(epoch)
         await self.publish_state()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -190,6 +186,31 @@ class Worker:
             if isinstance(self.role, MasterRole):
                 self.ctx.watch(asyncio.create_task(self.role.resume(), name="resume"),
                                loop=False)
+
+    async def _start_role(self, epoch: Epoch) -> None:
+        """Become master or slave; a Fatal meanwhile (the broker away past its grace, the
+        session lost) ends the start at once, and so does a start that takes too long: a start
+        can wait on a broker that never answers (a quorum queue declared while its leader's node
+        is down was seen to hang), and nothing else would end it."""
+        async def start() -> None:
+            if epoch.master == self.ctx.worker_id:
+                await self._become_master(epoch)
+            else:
+                self.role = SlaveRole(self.ctx)
+                await self.role.start()
+                self.role_name = "slave"
+
+        starting = asyncio.create_task(start(), name="start-role")
+        bound = START_BOUND_FACTOR * self.ctx.settings.worker_start_timeout_s
+        await asyncio.wait([starting, self._failed], timeout=bound,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            if self._failed.done():
+                self._failed.result()  # raises the Fatal
+            raise Fatal(f"the {'master' if epoch.master == self.ctx.worker_id else 'slave'} "
+                        f"role did not start within {bound:.0f} s")
+        starting.result()
 
     def _on_broker_lost(self, *_: Any) -> None:
         if self._broker_timer is None:
