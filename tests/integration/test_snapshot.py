@@ -18,6 +18,7 @@ import aio_pika
 import pytest
 
 from rideshare.config import Settings
+from rideshare.folders import remove_folder
 from rideshare.messages import SnapshotRequest, decode_write_queue
 from rideshare.worker.pgserver import PostgresServer, bin_dir, data_root, remove_copy
 from rideshare.worker.snapshot import CHUNK_BYTES, SnapshotSource, receive_snapshot
@@ -73,6 +74,7 @@ async def servers(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         for server in made:
             await server.stop()
             remove_copy(server.data_dir)
+        remove_folder(root)  # the template too, and its folder under /var/lib/rideshare
 
 
 async def test_a_copy_is_fixed_when_asked_travels_in_bounded_chunks_and_loads_whole(servers):
