@@ -91,6 +91,13 @@ def test_the_queues_are_quorum_queues_and_writeq_has_a_single_active_consumer(ha
         line for line in listed.splitlines() if line.startswith(prefix + "writeQ"))
 
 
+def writes_go_on(workload: Workload, what: str) -> None:
+    """Ten more writes acknowledged from now: the cluster works with the node back, under load,
+    before the workload stops."""
+    since = time.monotonic()
+    wait_until(lambda: len(acked_after(workload, since)) >= 10, 30, f"writes go on once {what}")
+
+
 def broker_node_killed_under_load(stack: RunningStack, infra: CampaignInfra, node: RabbitNode,
                                   seed: int) -> None:
     """kill -9 of ``node`` under the workload; writes come back within the bound; the node is
@@ -103,9 +110,7 @@ def broker_node_killed_under_load(stack: RunningStack, infra: CampaignInfra, nod
         node.kill()
         writes_back_within_the_bound(workload, killed_at, f"killing {node.nodename}", infra)
         node.start()
-        restarted = time.monotonic()
-        wait_until(lambda: len(acked_after(workload, restarted)) >= 10, 30,
-                   "writes go on once the node is back")
+        writes_go_on(workload, "the node is back")
     assert_nothing_lost(stack, workload)
 
 
@@ -133,7 +138,7 @@ def test_killing_the_zookeeper_leader_loses_nothing(ha):
         time.sleep(1)  # writes may go on throughout; they must at least come back in time
         writes_back_within_the_bound(workload, killed_at + 1, f"killing ZooKeeper {leader.myid}")
         leader.start()
-        time.sleep(3)
+        writes_go_on(workload, "the ZooKeeper server is back")
     assert_nothing_lost(stack, workload)
 
 
@@ -152,7 +157,7 @@ def test_a_master_fails_over_while_a_broker_node_is_down(ha):
                    BOUND_S, "a write acknowledged by a new master, one broker node down")
         print(f"new master's first write {time.monotonic() - killed_at:.2f} s after the kill")
         node.start()
-        time.sleep(3)
+        writes_go_on(workload, "the node is back")
     assert_nothing_lost(stack, workload)
 
 
