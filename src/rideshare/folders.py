@@ -14,6 +14,7 @@ import grp
 import hashlib
 import os
 import pwd
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,8 +94,6 @@ def reachable_folder(run_dir: Path, name: str, users: list[ServiceUser]) -> Path
 def remove_folder(path: Path) -> None:
     """Remove ``path``; when it lay under ``/var/lib/rideshare/<folder>-<hash>`` and that is
     now empty, remove that too, so that test runs leave nothing behind."""
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
     parent = path.parent
     if parent.parent == SHARED_ROOT:

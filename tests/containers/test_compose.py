@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,20 @@ class Stack:
                  if v.name not in self.volumes_before]
         return left
 
+    @contextmanager
+    def clients(self) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+        """Clients of the gateway and the orchestrator; on a failure, every container's log."""
+        gw = httpx.Client(base_url=self.gateway, timeout=30)
+        orch = httpx.Client(base_url=self.orchestrator, timeout=30)
+        try:
+            yield gw, orch
+        except BaseException:
+            print(self.logs())
+            raise
+        finally:
+            gw.close()
+            orch.close()
+
     def remove_all(self) -> None:
         """``down -v``, then the copies' volumes as the README says: nothing may be left."""
         self.run("down", "-v", timeout_s=300, what="compose down -v")
@@ -186,18 +201,13 @@ def test_compose_stack(stack: Stack) -> None:
     started = time.monotonic()
     stack.run("build", "--force-rm", timeout_s=900, what="compose build")
     stack.run("up", "-d", timeout_s=600, what="compose up")
-    gw = httpx.Client(base_url=stack.gateway, timeout=30)
-    orch = httpx.Client(base_url=stack.orchestrator, timeout=30)
-    try:
-        try:
-            wait_until(lambda: orch.get("/health").status_code == 200, 180,
-                       "the orchestrator has a master and a slave")
-            wait_until(lambda: gw.get("/api/v1/db/anything").status_code == 403, 120,
-                       "the gateway answers (and refuses admin paths)")
-            wait_until(lambda: gw.get("/api/v1/_count").status_code == 200, 60,
-                       "the gateway reaches the rides service")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{stack.logs()}") from None
+    with stack.clients() as (gw, orch):
+        wait_until(lambda: orch.get("/health").status_code == 200, 180,
+                   "the orchestrator has a master and a slave")
+        wait_until(lambda: gw.get("/api/v1/db/anything").status_code == 403, 120,
+                   "the gateway answers (and refuses admin paths)")
+        wait_until(lambda: gw.get("/api/v1/_count").status_code == 200, 60,
+                   "the gateway reaches the rides service")
         up_s = time.monotonic() - started
 
         grader_flow(gw)
@@ -211,12 +221,6 @@ def test_compose_stack(stack: Stack) -> None:
                    "a master and a slave serve again after down and up")
         again = set(wait_until(lambda: gw.get("/api/v1/users").json(), 60, "the users list"))
         assert again == names, "every user is still there after down and up"
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        gw.close()
-        orch.close()
 
     stack.remove_all()
     print(f"compose stack: up in {up_s:.0f} s, whole test {time.monotonic() - started:.0f} s")

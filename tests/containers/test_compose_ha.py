@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.containers.test_compose import Stack, Writer
@@ -82,9 +81,7 @@ def test_the_ha_profile_keeps_every_acknowledged_write_through_infrastructure_ki
         ha_stack: Stack) -> None:
     stack = ha_stack
     stack.run("up", "-d", timeout_s=900, what="compose --profile ha up")
-    gw = httpx.Client(base_url=stack.gateway, timeout=30)
-    orch = httpx.Client(base_url=stack.orchestrator, timeout=30)
-    try:
+    with stack.clients() as (gw, orch):
         wait_until(lambda: orch.get("/health").status_code == 200, 300,
                    "a master and a slave serve on the 3-node infrastructure")
         wait_until(lambda: gw.get("/api/v1/_count").status_code == 200, 120,
@@ -116,11 +113,5 @@ def test_the_ha_profile_keeps_every_acknowledged_write_through_infrastructure_ki
         stored = set(wait_until(lambda: gw.get("/api/v1/users").json(), 60, "the users list"))
         missing = set(writer.acked) - stored
         assert not missing, f"acknowledged users lost: {sorted(missing)[:10]}"
-    except BaseException:
-        print(stack.logs())
-        raise
-    finally:
-        gw.close()
-        orch.close()
 
     stack.remove_all()

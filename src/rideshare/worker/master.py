@@ -301,13 +301,13 @@ class MasterRole:
             self._last_forget_at = now
         return entries
 
-    async def _replicate_one_by_one(self, batch: dict[str, Any]) -> bool:
+    async def _replicate_one_by_one(self, batch: dict[str, Any]) -> None:
         """The batch to each slave's queue on its own; a slave whose queue refuses it is marked
         behind in ZooKeeper (never elected until it reloads a copy into a fresh queue) and its
-        queue unbound. True when every slave either has the batch or is marked behind."""
-        queues = {w: q for w, q in (await self.ctx.dcs.sync_queues()).items()
-                  if w != self.ctx.worker_id}
-        behind = await self.ctx.dcs.behind()
+        queue unbound. Once it returns, every slave has the batch or is marked behind."""
+        behind = await self.ctx.dcs.behind() | {self.ctx.worker_id}
+        targets = {w: q for w, q in (await self.ctx.dcs.sync_queues()).items()
+                   if w not in behind}
 
         async def send(queue: str) -> bool:
             try:
@@ -319,7 +319,6 @@ class MasterRole:
                 log.warning("the sync queue %s refused a batch: %r", queue, exc)
                 return False
 
-        targets = {w: q for w, q in queues.items() if w not in behind}
         sent = await asyncio.gather(*(send(q) for q in targets.values()))
         for (worker_id, queue), ok in zip(targets.items(), sent, strict=True):
             if not ok:
@@ -329,7 +328,6 @@ class MasterRole:
                     await unbind_sync_queue(self._sync_channel, self.topology, queue)
                 except SEND_ERRORS as exc:
                     log.warning("could not unbind %s (its slave unbinds it): %r", queue, exc)
-        return True
 
     async def _replicate(self, batch: dict[str, Any]) -> None:
         """Publish a committed batch to every slave, confirmed, before anyone is answered.
@@ -345,8 +343,10 @@ class MasterRole:
                 return
             except aio_pika.exceptions.DeliveryError as exc:
                 # One slave's queue refused it (a quorum queue without a quorum of its nodes):
-                # the others must not wait on it (docs/architecture.md, "Replication").
-                if self.ctx.quorum and await self._replicate_one_by_one(batch):
+                # the others must not wait on it (docs/architecture.md, "Replicated
+                # infrastructure").
+                if self.ctx.quorum:
+                    await self._replicate_one_by_one(batch)
                     return
                 if time.monotonic() > deadline:
                     raise Fatal(f"a committed batch could not be replicated: {exc!r}") from exc
